@@ -1,0 +1,256 @@
+"""Load and validate one YAML config: the description of one deployable DAG.
+
+Validation is a JSON schema (shape and types) followed by semantic checks
+(files exist inside the project, names are known, values are safe). Every
+error is a ConfigError naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from smaker_airflow.config_schema import SAFE_VALUE, SCHEMA
+from smaker_airflow.errors import ConfigError
+
+BASE_ARM = "base"  # the single arm of a config without variants
+CRON_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm: the base config with some params and/or modules swapped."""
+
+    name: str
+    param_overrides: dict[str, list[Any]]  # only what the arm changes; the rest comes from `params`
+    modules: dict[str, Path]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DagConfig:
+    path: Path  # the YAML file
+    project_root: Path  # paths in the config are relative to it
+    dag_id: str
+    description: str
+    workflow_style: str  # "generalized" (modules with Stage), "smaker" (Smaker modules) or "plain"
+    snakefile: Path | None  # plain Snakefile, when the workflow is not modular
+    params: dict[str, list[Any]]  # every value a list (the grid); declaration order kept
+    variants: dict[str, Variant]  # at least one arm
+    control: str
+    overridable: dict[str, str]  # param -> description for the trigger form
+    snakemake_config: dict[str, Any]  # plain passthrough to Snakemake's `config`
+    runs_root: Path
+    raw: dict[str, Any] = field(repr=False)  # the validated YAML, for the DAG options
+
+    @property
+    def param_order(self) -> list[str]:
+        return list(self.params)
+
+    def arm_params(self, arm: str, overrides: dict[str, list[Any]] | None = None) -> dict[str, list[Any]]:
+        """An arm's parameters: base values, run-time overrides, then the arm's own overrides."""
+        return {**self.params, **(overrides or {}), **self.variants[arm].param_overrides}
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return self.raw.get(key, default)
+
+
+def load_config(path: str | Path, project_root: Path | None = None) -> DagConfig:
+    path = Path(path).resolve()
+    root = (project_root or default_project_root(path)).resolve()
+    raw = _read_yaml(path)
+    _check_schema(path, raw)
+    return _build(path, root, raw)
+
+
+def default_project_root(config_path: Path) -> Path:
+    """configs/x.yaml lives in <project>/configs: paths are relative to <project>."""
+    folder = config_path.resolve().parent
+    return folder.parent if folder.name == "configs" else folder
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(path), "", f"cannot read the file ({e.strerror}).") from None
+    try:
+        data = yaml.safe_load(text)  # safe: a config never builds Python objects
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(str(path), where, f"invalid YAML: {problem}. Fix the syntax there.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "", "the file must hold a mapping (dag_id: ..., workflow: ...).")
+    return data
+
+
+def _check_schema(path: Path, raw: dict[str, Any]) -> None:
+    # YAML turns 2026-11-01 into a date: the schema wants the ISO text.
+    if isinstance(raw.get("start_date"), date | datetime):
+        raw["start_date"] = raw["start_date"].isoformat()[:10]
+    validator = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(raw))
+    if error is None:
+        return
+    key = ".".join(str(p) for p in error.absolute_path)
+    raise ConfigError(str(path), key or "(top level)", _explain(error))
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in allowed]
+        hints = [f"'{k}' (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(k, allowed, 1)) else f"'{k}'"
+                 for k in unknown]
+        return f"unknown key {', '.join(hints)}. Allowed keys: {', '.join(allowed)}."
+    if error.validator == "required":
+        return f"{error.message}. Add it."
+    if error.validator == "oneOf" and "snakefile" in str(error.schema):
+        return "give exactly one of `snakefile:` (a plain Snakefile) or `modules:` (name -> Snakefile)."
+    if error.validator == "pattern" and isinstance(error.instance, str):
+        return f"{error.instance!r} is not allowed here: it must match {error.validator_value}."
+    return f"{error.message}."
+
+
+def _build(path: Path, root: Path, raw: dict[str, Any]) -> DagConfig:
+    workflow = raw["workflow"]
+    params = {name: _as_list(value) for name, value in (raw.get("params") or {}).items()}
+    _check_values(path, "params", params)
+    modules = {
+        name: _project_file(path, root, f"workflow.modules.{name}", file)
+        for name, file in (workflow.get("modules") or {}).items()
+    }
+    snakefile = (
+        _project_file(path, root, "workflow.snakefile", workflow["snakefile"]) if "snakefile" in workflow else None
+    )
+    style = "plain" if snakefile else workflow.get("style", "generalized")
+    variants = _variants(path, root, raw, params, modules, style)
+    control = raw.get("control", next(iter(variants)))
+    if control not in variants:
+        raise ConfigError(str(path), "control", f"'{control}' is not a variant; use one of {', '.join(variants)}.")
+    for name in raw.get("overridable") or {}:
+        if name not in params:
+            raise ConfigError(
+                str(path), f"overridable.{name}", f"'{name}' is not a parameter; known: {', '.join(params)}."
+            )
+    _check_schedule(path, raw)
+    runs_root = Path(raw.get("runs_root", "runs"))
+    return DagConfig(
+        path=path,
+        project_root=root,
+        dag_id=raw["dag_id"],
+        description=raw.get("description", ""),
+        workflow_style=style,
+        snakefile=snakefile,
+        params=params,
+        variants=variants,
+        control=control,
+        overridable=dict(raw.get("overridable") or {}),
+        snakemake_config=dict(raw.get("config") or {}),
+        runs_root=runs_root if runs_root.is_absolute() else root / runs_root,
+        raw=raw,
+    )
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _check_values(path: Path, key: str, params: dict[str, list[Any]]) -> None:
+    for name, values in params.items():
+        for value in values:
+            if not re.match(SAFE_VALUE, str(value)):
+                raise ConfigError(
+                    str(path),
+                    f"{key}.{name}",
+                    f"value {value!r} cannot be used: parameter values become path segments, so they "
+                    "may only contain letters, digits and _ . + - (at most 64 characters).",
+                )
+        if len({str(v) for v in values}) != len(values):
+            raise ConfigError(str(path), f"{key}.{name}", f"the values {values} repeat; list each value once.")
+
+
+def _project_file(path: Path, root: Path, key: str, file: str) -> Path:
+    resolved = (root / file).resolve()
+    if not resolved.is_relative_to(root):
+        raise ConfigError(
+            str(path), key, f"'{file}' points outside the project ({root}); keep workflows inside the project."
+        )
+    if not resolved.is_file():
+        raise ConfigError(str(path), key, f"file '{file}' does not exist (paths are relative to {root}).")
+    return resolved
+
+
+def _variants(
+    path: Path,
+    root: Path,
+    raw: dict[str, Any],
+    params: dict[str, list[Any]],
+    modules: dict[str, Path],
+    style: str,
+) -> dict[str, Variant]:
+    declared = raw.get("variants") or {}
+    if not declared:
+        return {BASE_ARM: Variant(BASE_ARM, {}, modules)}
+    arms = {}
+    for name, spec in declared.items():
+        spec = spec or {}
+        key = f"variants.{name}"
+        overrides = {p: _as_list(v) for p, v in (spec.get("params") or {}).items()}
+        for param in overrides:
+            if param not in params:
+                raise ConfigError(
+                    str(path), f"{key}.params.{param}",
+                    f"unknown parameter '{param}'; a variant can only override parameters declared under "
+                    f"`params:` ({', '.join(params) or 'none'}).",
+                )
+        _check_values(path, f"{key}.params", overrides)
+        swaps = spec.get("modules") or {}
+        if swaps and style == "plain":
+            raise ConfigError(str(path), f"{key}.modules", "a plain `snakefile:` workflow has no modules to swap.")
+        for module in swaps:
+            if module not in modules:
+                raise ConfigError(
+                    str(path), f"{key}.modules.{module}",
+                    f"unknown module '{module}'; a variant swaps modules of `workflow.modules` "
+                    f"({', '.join(modules)}).",
+                )
+        swapped = {m: _project_file(path, root, f"{key}.modules.{m}", f) for m, f in swaps.items()}
+        arms[name] = Variant(name, overrides, {**modules, **swapped}, spec.get("description", ""))
+    return arms
+
+
+def _check_schedule(path: Path, raw: dict[str, Any]) -> None:
+    import pendulum  # only configs that validate reach here; keep import cost off the error path
+
+    tz = raw.get("timezone", "UTC")
+    try:
+        pendulum.timezone(tz)
+    except Exception:
+        raise ConfigError(
+            str(path), "timezone", f"unknown time zone {tz!r}; use an IANA name such as 'UTC' or 'Europe/Paris'."
+        ) from None
+    schedule = raw.get("schedule")
+    if schedule is None or schedule in CRON_PRESETS:
+        return
+    if schedule.startswith("@"):
+        raise ConfigError(
+            str(path), "schedule", f"unknown preset {schedule!r}; use one of {', '.join(sorted(CRON_PRESETS))}."
+        )
+    from croniter import croniter
+
+    if not croniter.is_valid(schedule):
+        raise ConfigError(
+            str(path), "schedule",
+            f"{schedule!r} is not a valid cron expression (five fields: minute hour day month weekday), "
+            "a preset such as '@daily', or null for manual runs only.",
+        )

@@ -1,0 +1,138 @@
+"""The JSON schema of a deployable config (one YAML file under configs/ = one DAG)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"  # a valid Snakemake wildcard / Python name
+DAG_ID = r"^[A-Za-z0-9_.-]{1,200}$"
+ARM_NAME = r"^[A-Za-z0-9_-]{1,60}$"  # used as a TaskGroup id
+# A parameter value becomes one path segment and may reach a shell command.
+SAFE_VALUE = r"^[A-Za-z0-9_.+-]{1,64}$"
+
+_scalar = {"type": ["string", "number", "integer", "boolean"]}
+_param_value = {"oneOf": [_scalar, {"type": "array", "items": _scalar, "minItems": 1}]}
+_params = {
+    "type": "object",
+    "propertyNames": {"pattern": IDENTIFIER},
+    "additionalProperties": _param_value,
+}
+_modules = {
+    "type": "object",
+    "minProperties": 1,
+    "propertyNames": {"pattern": IDENTIFIER},
+    "additionalProperties": {"type": "string", "minLength": 1},
+}
+_notifier = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {"type": {"enum": ["smtp", "slack", "webhook", "class"]}},
+}
+_notifier_list = {"type": "array", "items": _notifier}
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["dag_id", "workflow"],
+    "properties": {
+        "dag_id": {"type": "string", "pattern": DAG_ID},
+        "description": {"type": "string"},
+        "schedule": {"type": ["string", "null"]},
+        "start_date": {"type": "string", "format": "date"},
+        "timezone": {"type": "string"},
+        "catchup": {"type": "boolean"},
+        "max_active_runs": {"type": "integer", "minimum": 1},
+        "max_active_tasks": {"type": "integer", "minimum": 1},
+        "dagrun_timeout_minutes": {"type": "number", "exclusiveMinimum": 0},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "runs_root": {"type": "string", "minLength": 1},
+        "workflow": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "snakefile": {"type": "string", "minLength": 1},
+                "modules": _modules,
+                "style": {"enum": ["generalized", "smaker"]},
+            },
+            "oneOf": [{"required": ["snakefile"]}, {"required": ["modules"]}],
+        },
+        "params": _params,
+        "overridable": {
+            "type": "object",
+            "description": "parameter -> description shown in the trigger form",
+            "additionalProperties": {"type": "string"},
+        },
+        "variants": {
+            "type": "object",
+            "propertyNames": {"pattern": ARM_NAME},
+            "additionalProperties": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "properties": {
+                    "description": {"type": "string"},
+                    "params": _params,
+                    "modules": {**_modules, "minProperties": 0},
+                },
+            },
+        },
+        "control": {"type": "string", "pattern": ARM_NAME},
+        "config": {"type": "object"},
+        "defaults": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "owner": {"type": "string"},
+                "retries": {"type": "integer", "minimum": 0},
+                "retry_delay_seconds": {"type": "number", "minimum": 0},
+                "retry_exponential_backoff": {"type": "boolean"},
+                "max_retry_delay_seconds": {"type": "number", "minimum": 0},
+                "pool": {"type": "string"},
+                "queue": {"type": "string"},
+                "email": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "resources": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "pool": {"type": "string", "description": "a job with N threads takes N slots of it"},
+                "gpu_queue": {"type": "string"},
+            },
+        },
+        "alerts": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "on_failure": _notifier_list,
+                "on_retry": _notifier_list,
+                "on_success": _notifier_list,
+                "deadline_minutes": {"type": "number", "exclusiveMinimum": 0},
+                "on_deadline": _notifier_list,
+            },
+        },
+        "quality_gate": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "min": {"type": "object", "additionalProperties": {"type": "number"}},
+                "max": {"type": "object", "additionalProperties": {"type": "number"}},
+                "no_regression": {
+                    "type": "object",
+                    "description": "metric -> tolerated drop versus the production model",
+                    "additionalProperties": {"type": "number", "minimum": 0},
+                },
+                "higher_is_better": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "publish": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["to"],
+            "properties": {
+                "to": {"type": "string", "minLength": 1},
+                "files": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    },
+}

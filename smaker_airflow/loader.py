@@ -1,0 +1,57 @@
+"""What a DAG file calls: config file -> Airflow DAG, through the plan cache.
+
+Each config has its own small DAG file in dags/, so a broken config is an
+import error of its own file (naming the config) and never hides the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from airflow.sdk import DAG
+
+from smaker_airflow.config import DagConfig, load_config
+from smaker_airflow.errors import ConfigError
+
+
+def dag_from_config(config_path: str | Path) -> DAG:
+    from smaker_airflow.plan.cache import load_plan
+    from smaker_airflow.render import build_dag
+
+    cfg = load_config(config_path)
+    check_unique_dag_id(cfg)
+    return build_dag(cfg, load_plan(cfg))
+
+
+def config_files(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+
+
+def check_unique_dag_id(cfg: DagConfig) -> None:
+    """Airflow silently keeps one of two DAGs with the same id: refuse it, naming both files."""
+    for other in config_files(cfg.path.parent):
+        if other.resolve() == cfg.path:
+            continue
+        try:
+            data = yaml.safe_load(other.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue  # that file reports its own error
+        if isinstance(data, dict) and data.get("dag_id") == cfg.dag_id:
+            raise ConfigError(
+                str(cfg.path), "dag_id",
+                f"'{cfg.dag_id}' is also the dag_id of {other}; Airflow would keep only one of them. "
+                "Give each config its own dag_id.",
+            )
+
+
+def dag_file_text(config: Path, dags_folder: Path) -> str:
+    """The DAG file that `smaker-airflow compile` writes for a config that has none."""
+    relative = Path("..") / config.resolve().relative_to(dags_folder.resolve().parent)
+    parts = ", ".join(repr(p) for p in relative.parts[1:])
+    return (
+        f'"""Airflow DAG for {relative.as_posix()[3:]}: built by smaker-airflow from the config."""\n\n'
+        "from pathlib import Path\n\n"
+        "from smaker_airflow.loader import dag_from_config\n\n"
+        f"dag = dag_from_config(Path(__file__).resolve().parent.parent.joinpath({parts}))\n"
+    )

@@ -1,0 +1,131 @@
+"""Run-time choices from the trigger form: which arms run, and parameter overrides.
+
+Every value typed in the form ends up in file paths and shell commands, so each
+is checked against its type and a safe pattern before anything runs. An
+override that would change the DAG's shape (other jobs) is refused: the DAG's
+tasks are fixed when the file is parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from smaker_airflow.config import DagConfig
+from smaker_airflow.config_schema import SAFE_VALUE
+from smaker_airflow.errors import OverrideError
+from smaker_airflow.plan.model import Job, Plan
+
+ARMS_PARAM = "arms"
+_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+def form_fields(cfg: DagConfig) -> dict[str, dict[str, Any]]:
+    """The trigger form as plain Param specs: name -> keyword arguments of airflow.sdk.Param."""
+    arms = list(cfg.variants)
+    fields: dict[str, dict[str, Any]] = {
+        ARMS_PARAM: {
+            "default": arms,
+            "type": "array",
+            "items": {"type": "string", "enum": arms},
+            "examples": arms,
+            "title": "Arms to run",
+            "description": "Variants of the config to run; the others are skipped.",
+            "minItems": 1,
+            "uniqueItems": True,
+        }
+    }
+    for name, description in cfg.overridable.items():
+        values = cfg.params[name]
+        kind = _TYPES[type(values[0])]
+        if len(values) == 1:
+            field: dict[str, Any] = {"default": values[0], "type": kind}
+        else:  # a grid: the override gives as many values (same shape)
+            field = {"default": values, "type": "array", "items": {"type": kind},
+                     "minItems": len(values), "maxItems": len(values)}
+        if kind == "string":
+            field["pattern"] = SAFE_VALUE
+        fields[name] = {**field, "title": name, "description": description or f"Parameter '{name}'."}
+    return fields
+
+
+def parse_choices(cfg: DagConfig, params: dict[str, Any], conf: dict[str, Any]) -> tuple[list[str], dict[str, list[Any]]]:
+    """(selected arms, overrides) from the run's params, refusing anything unsafe or unknown."""
+    known = {ARMS_PARAM, *cfg.overridable}
+    unknown = sorted(set(conf) - known)
+    if unknown:
+        raise OverrideError(
+            f"{cfg.dag_id}: the run was triggered with unknown key(s) {', '.join(unknown)}; "
+            f"this DAG accepts {', '.join(sorted(known))} (set `overridable:` in {cfg.path.name} to expose more)."
+        )
+    arms = params.get(ARMS_PARAM) or list(cfg.variants)
+    if isinstance(arms, str):
+        arms = [a.strip() for a in arms.split(",") if a.strip()]
+    bad = [a for a in arms if a not in cfg.variants]
+    if bad or not arms:
+        raise OverrideError(
+            f"{cfg.dag_id}: unknown arm(s) {', '.join(map(repr, bad)) or '(none selected)'}; "
+            f"choose among {', '.join(cfg.variants)}."
+        )
+    overrides = {}
+    for name in cfg.overridable:
+        if name not in params:
+            continue
+        values = _checked(cfg, name, params[name])
+        if values != cfg.params[name]:
+            overrides[name] = values
+    return [a for a in cfg.variants if a in arms], overrides
+
+
+def _checked(cfg: DagConfig, name: str, value: Any) -> list[Any]:
+    base = cfg.params[name]
+    values = value if isinstance(value, list) else [value]
+    kind = type(base[0])
+    for v in values:
+        ok_type = isinstance(v, kind) and not (kind is not bool and isinstance(v, bool))
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            ok_type = True
+        if not ok_type or not re.match(SAFE_VALUE, str(v)):
+            raise OverrideError(
+                f"{cfg.dag_id}: value {v!r} for parameter '{name}' is refused: it must be a {_TYPES[kind]} made "
+                "of letters, digits and _ . + - only (values become file paths and reach shell commands)."
+            )
+    if len(values) != len(base):
+        raise OverrideError(
+            f"{cfg.dag_id}: parameter '{name}' has {len(base)} value(s) in {cfg.path.name} but the run gives "
+            f"{len(values)}: that changes the DAG's shape (other jobs). Edit the config instead, and let the "
+            "DAG be parsed again."
+        )
+    return [kind(v) if kind is float else v for v in values]
+
+
+def remap_targets(cfg: DagConfig, base: Plan, overridden: Plan, overrides: dict[str, list[Any]]) -> dict[str, str]:
+    """task id -> Snakemake target of the overridden job; refuses a change of shape."""
+    by_identity = {_identity(job.rule, job.variants, job.wildcards): job for job in overridden.jobs}
+    targets: dict[str, str] = {}
+    for job in base.jobs:
+        wildcards = _substituted(cfg, job, overrides)
+        match = by_identity.get(_identity(job.rule, job.variants, wildcards))
+        if match is None:
+            break
+        targets[job.task_id] = match.target
+    if len(targets) != len(base.jobs) or len(overridden.jobs) != len(base.jobs):
+        raise OverrideError(
+            f"{cfg.dag_id}: the overrides {overrides} change the DAG's shape ({len(base.jobs)} jobs in the "
+            f"deployed DAG, {len(overridden.jobs)} with the overrides). Edit {cfg.path} instead."
+        )
+    return targets
+
+
+def _identity(rule: str, variants: list[str], wildcards: dict[str, str]) -> tuple[Any, ...]:
+    return rule, tuple(sorted(variants)), tuple(sorted(wildcards.items()))
+
+
+def _substituted(cfg: DagConfig, job: Job, overrides: dict[str, list[Any]]) -> dict[str, str]:
+    own = cfg.variants[job.variant].param_overrides  # an arm's own values win over the form
+    result = dict(job.wildcards)
+    for name, new in overrides.items():
+        if name in result and name not in own:
+            mapping = {str(old): str(value) for old, value in zip(cfg.params[name], new, strict=True)}
+            result[name] = mapping.get(result[name], result[name])
+    return result

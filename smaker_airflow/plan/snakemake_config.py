@@ -1,0 +1,35 @@
+"""Which Snakefile an arm runs, and the `config` Snakemake gets for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from smaker_airflow.config import DagConfig
+from smaker_airflow.snakefile import SETTINGS_KEY
+
+ENTRY_SNAKEFILE = Path(__file__).resolve().parent.parent / "entry.smk"
+# Plans do not depend on the date; runs get theirs (see smaker_airflow/runs.py).
+PLAN_DATE = "1970-01-01"
+
+
+def workflow_for(
+    cfg: DagConfig,
+    arm: str,
+    overrides: dict[str, list[Any]] | None = None,
+    run_date: str = PLAN_DATE,
+) -> tuple[Path, dict[str, Any]]:
+    """(snakefile, config) for one arm; `run_date` is `config["run_date"]` in every style."""
+    params = cfg.arm_params(arm, overrides)
+    base = {**cfg.snakemake_config, "run_date": run_date, "arm": arm}
+    if cfg.snakefile is not None:
+        # A plain Snakefile reads its parameters straight from `config`.
+        flat = {name: values[0] if len(values) == 1 else values for name, values in params.items()}
+        return cfg.snakefile, {**base, **flat}
+    settings = {
+        "modules": {name: str(path) for name, path in cfg.variants[arm].modules.items()},
+        "params": params,
+        "param_order": list(params),
+        "style": cfg.workflow_style,
+    }
+    return ENTRY_SNAKEFILE, {**base, SETTINGS_KEY: settings}

@@ -1,0 +1,97 @@
+"""Plan + config -> Airflow DAG: one task per Snakemake job, edges as in Snakemake.
+
+Jobs of one arm only sit in that arm's TaskGroup; jobs shared by arms (ingest,
+preprocess...) sit outside. Every run starts with `prepare`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
+
+from smaker_airflow import docs
+from smaker_airflow.config import DagConfig
+from smaker_airflow.operators.job import SnakemakeJobOperator
+from smaker_airflow.operators.prepare import PrepareRunOperator
+from smaker_airflow.overrides import form_fields
+from smaker_airflow.plan.model import Job, Plan
+
+PREPARE_TASK = "prepare"
+
+
+def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
+    with DAG(**dag_arguments(cfg, plan)) as dag:
+        prepare = PrepareRunOperator(task_id=PREPARE_TASK, config_path=str(cfg.path), retries=0)
+        groups = {
+            arm: TaskGroup(arm, tooltip=cfg.variants[arm].description or f"arm {arm}")
+            for arm in dict.fromkeys(job.group for job in plan.jobs if job.group)
+        }
+        tasks: dict[str, BaseOperator] = {}
+        for job in plan.jobs:
+            tasks[job.task_id] = SnakemakeJobOperator(
+                task_id=job.local_id,
+                task_group=groups.get(job.group),
+                job=job,
+                runs_root=str(cfg.runs_root),
+                dag_folder_id=cfg.dag_id,
+                doc_md=docs.job_doc(job),
+                **task_arguments(cfg, job),
+            )
+        for job in plan.jobs:
+            upstream = [tasks[t] for t in job.upstream] or [prepare]
+            for task in upstream:
+                task >> tasks[job.task_id]
+    return dag
+
+
+def dag_arguments(cfg: DagConfig, plan: Plan) -> dict[str, Any]:
+    import pendulum
+
+    tz = pendulum.timezone(cfg.option("timezone", "UTC"))
+    start = cfg.option("start_date")
+    timeout = cfg.option("dagrun_timeout_minutes")
+    return {
+        "dag_id": cfg.dag_id,
+        "description": cfg.description or None,
+        "schedule": cfg.option("schedule"),
+        "start_date": pendulum.parse(start, tz=tz) if start else None,
+        "catchup": cfg.option("catchup", False),
+        "max_active_runs": cfg.option("max_active_runs", 16),
+        "max_active_tasks": cfg.option("max_active_tasks", 16),
+        "dagrun_timeout": timedelta(minutes=timeout) if timeout else None,
+        "tags": ["smaker", *cfg.option("tags", [])],
+        "params": {name: Param(**spec) for name, spec in form_fields(cfg).items()},
+        "default_args": default_args(cfg),
+        "doc_md": docs.dag_doc(cfg, plan),
+    }
+
+
+def default_args(cfg: DagConfig) -> dict[str, Any]:
+    defaults = cfg.option("defaults", {})
+    args: dict[str, Any] = {
+        "owner": defaults.get("owner", "smaker"),
+        "retries": defaults.get("retries", 0),
+        "retry_delay": timedelta(seconds=defaults.get("retry_delay_seconds", 60)),
+        "retry_exponential_backoff": defaults.get("retry_exponential_backoff", False),
+    }
+    if "max_retry_delay_seconds" in defaults:
+        args["max_retry_delay"] = timedelta(seconds=defaults["max_retry_delay_seconds"])
+    for key in ("pool", "queue"):
+        if key in defaults:
+            args[key] = defaults[key]
+    return args
+
+
+def task_arguments(cfg: DagConfig, job: Job) -> dict[str, Any]:
+    """What a job's Snakemake directives mean for its Airflow task."""
+    args: dict[str, Any] = {
+        # `retries:` of the rule, unless the config asks for more.
+        "retries": max(job.retries, cfg.option("defaults", {}).get("retries", 0)),
+        "priority_weight": 1 + max(job.priority, 0),
+    }
+    runtime = job.resources.get("runtime")
+    if isinstance(runtime, int) and runtime > 0:
+        args["execution_timeout"] = timedelta(minutes=runtime)  # Snakemake's runtime is in minutes
+    return args

@@ -1,0 +1,19 @@
+# Evaluate: score the model on the held-out split; metrics.json is what gates and A/B compare.
+from smaker_airflow.snakefile import Stage
+
+evaluate = Stage(config, "evaluate", after=["train"])
+
+
+rule evaluate:
+    input:
+        model=evaluate.input("train", "model.pkl"),
+        split=evaluate.input("preprocess", "split.npz"),
+    output:
+        evaluate.metrics("metrics.json"),
+    log:
+        evaluate.log("evaluate.log"),
+    resources:
+        mem_mb=200,
+        runtime=5,
+    script:
+        "scripts/evaluate.py"
