@@ -18,7 +18,7 @@ if _settings.get("style") == "smaker":
     config["run_wildcards"] = _smaker.smaker_run_wildcards(_settings["param_order"])
     workflow.global_wildcard_constraints(output_path=_smaker.WILDCARD_PATTERN)
 
-for _module in _settings["modules"].values():
+for _name, _module in _settings["modules"]:
     include: _module
 
 

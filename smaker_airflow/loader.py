@@ -6,6 +6,7 @@ import error of its own file (naming the config) and never hides the others.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import yaml
@@ -15,13 +16,17 @@ from smaker_airflow.config import DagConfig, load_config
 from smaker_airflow.errors import ConfigError
 
 
-def dag_from_config(config_path: str | Path) -> DAG:
+def dag_from_config(config_path: str | Path, *, fileloc: str | None = None) -> DAG:
+    """The DAG of a config; `fileloc` is the DAG file (default: the caller's file)."""
     from smaker_airflow.plan.cache import load_plan
     from smaker_airflow.render import build_dag
 
     cfg = load_config(config_path)
     check_unique_dag_id(cfg)
-    return build_dag(cfg, load_plan(cfg))
+    dag = build_dag(cfg, load_plan(cfg))
+    # Airflow locates a DAG by the file that defined it: the DAG file, not this package.
+    dag.fileloc = fileloc or sys._getframe(1).f_code.co_filename
+    return dag
 
 
 def config_files(folder: Path) -> list[Path]:

@@ -43,6 +43,8 @@ def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
             upstream = [tasks[t] for t in job.upstream] or [prepare]
             for task in upstream:
                 task >> tasks[job.task_id]
+        # hook: production tasks after the jobs (quality gate, publish, assets)
+        # hook: A/B comparison task after the jobs
     return dag
 
 
@@ -65,6 +67,7 @@ def dag_arguments(cfg: DagConfig, plan: Plan) -> dict[str, Any]:
         "params": {name: Param(**spec) for name, spec in form_fields(cfg).items()},
         "default_args": default_args(cfg),
         "doc_md": docs.dag_doc(cfg, plan),
+        # hook: DAG-level alerting (notifier callbacks, deadline)
     }
 
 
@@ -81,6 +84,7 @@ def default_args(cfg: DagConfig) -> dict[str, Any]:
     for key in ("pool", "queue"):
         if key in defaults:
             args[key] = defaults[key]
+    # hook: task-level alerting (on_failure/on_retry/on_success notifiers)
     return args
 
 

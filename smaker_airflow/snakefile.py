@@ -161,7 +161,7 @@ class Stage:
 
 
 def _implementation(stage: str, opts: Mapping[str, Any]) -> list[str]:
-    module = opts.get("modules", {}).get(stage)
+    module = dict(opts.get("modules", [])).get(stage)
     if module is None or Path(module).stem == stage:
         return []
     return [f"{stage}={Path(module).stem}"]

@@ -27,7 +27,8 @@ def workflow_for(
         flat = {name: values[0] if len(values) == 1 else values for name, values in params.items()}
         return cfg.snakefile, {**base, **flat}
     settings = {
-        "modules": {name: str(path) for name, path in cfg.variants[arm].modules.items()},
+        # Ordered pairs, not a mapping: include order matters and JSON writers may sort keys.
+        "modules": [[name, str(path)] for name, path in cfg.variants[arm].modules.items()],
         "params": params,
         "param_order": list(params),
         "style": cfg.workflow_style,

@@ -1,0 +1,259 @@
+"""`smaker-airflow`: validate, plan, run, list, compile, trigger, up, down.
+
+Every user mistake is a SmakerError: printed as one paragraph, exit code 1,
+no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from smaker_airflow.errors import SmakerError
+
+console = Console()
+err = Console(stderr=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except SmakerError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smaker-airflow", description=__doc__)
+    p.add_argument("--project", type=Path, default=Path.cwd(), help="project root (default: current folder)")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    s = sub.add_parser("validate", help="check configs (default: every file in configs/)")
+    s.add_argument("configs", nargs="*", type=Path)
+    s.set_defaults(command=cmd_validate)
+
+    s = sub.add_parser("plan", help="show the tasks (Snakemake jobs) of a config")
+    s.add_argument("config", type=Path)
+    s.add_argument("--json", action="store_true", help="print the plan as JSON")
+    s.set_defaults(command=cmd_plan)
+
+    s = sub.add_parser("run", help="run a config's workflow with plain Snakemake (no Airflow)")
+    s.add_argument("config", type=Path)
+    s.add_argument("--variant", action="append", help="arm to run (repeatable; default: every arm)")
+    s.add_argument("--cores", type=int, default=2)
+    s.add_argument("--dry-run", "-n", action="store_true")
+    s.add_argument("--workdir", type=Path, help="run folder (default: <runs_root>/<dag_id>/cli)")
+    s.set_defaults(command=cmd_run)
+
+    s = sub.add_parser("list", help="the DAGs of configs/ and their arms")
+    s.set_defaults(command=cmd_list)
+
+    s = sub.add_parser("compile", help="pre-build plan caches and write missing DAG files in dags/")
+    s.add_argument("configs", nargs="*", type=Path)
+    s.set_defaults(command=cmd_compile)
+
+    s = sub.add_parser("trigger", help="trigger a DAG through Airflow's REST API")
+    s.add_argument("dag_id")
+    s.add_argument("--arms", help="comma-separated arms (default: all)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="parameter override")
+    s.add_argument("--wait", action="store_true", help="wait for the run and print its result")
+    s.add_argument("--timeout", type=float, default=1800)
+    s.add_argument("--url", help="Airflow URL (default: the local Airflow of `up`)")
+    s.add_argument("--username")
+    s.add_argument("--password")
+    s.set_defaults(command=cmd_trigger)
+
+    s = sub.add_parser("up", help="start a local Airflow (SQLite + LocalExecutor) for this project")
+    s.add_argument("--port", type=int, default=8080)
+    s.set_defaults(command=cmd_up)
+
+    s = sub.add_parser("down", help="stop the local Airflow started by `up`")
+    s.set_defaults(command=cmd_down)
+    return p
+
+
+def _configs(args: argparse.Namespace, given: list[Path]) -> list[Path]:
+    from smaker_airflow.loader import config_files
+
+    if given:
+        return given
+    files = config_files(args.project / "configs")
+    if not files:
+        raise SmakerError(f"No config in {args.project / 'configs'}; pass config files or use --project.")
+    return files
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from smaker_airflow.config import load_config
+    from smaker_airflow.loader import check_unique_dag_id
+    from smaker_airflow.plan.cache import load_plan
+
+    failed = 0
+    for path in _configs(args, args.configs):
+        try:
+            cfg = load_config(path)
+            check_unique_dag_id(cfg)
+            plan = load_plan(cfg)  # also proves Snakemake can build every arm
+        except SmakerError as e:
+            failed += 1
+            err.print(f"[red]✗[/] {e}", highlight=False, soft_wrap=True)
+            continue
+        console.print(f"[green]✓[/] {path}: dag_id {cfg.dag_id}, {len(plan.jobs)} jobs, arms {', '.join(plan.variants)}")
+        dag_file = args.project / "dags" / f"{path.stem}.py"
+        if path.parent.resolve() == (args.project / "configs").resolve() and not dag_file.exists():
+            console.print(f"  [yellow]![/] no DAG file {dag_file}: run `smaker-airflow compile` to write it")
+    return 1 if failed else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from smaker_airflow.config import load_config
+    from smaker_airflow.plan.cache import load_plan
+
+    cfg = load_config(args.config)
+    plan = load_plan(cfg)
+    if args.json:
+        keys = ("task_id", "rule", "wildcards", "variants", "outputs", "upstream")
+        tasks = [{k: getattr(job, k) for k in keys} for job in plan.jobs]
+        print(json.dumps({"dag_id": plan.dag_id, "tasks": tasks}, indent=2))
+        return 0
+    table = Table(title=f"{plan.dag_id}: {len(plan.jobs)} tasks")
+    for column in ("task", "rule", "wildcards", "arms", "upstream"):
+        table.add_column(column)
+    for job in plan.jobs:
+        wildcards = ", ".join(f"{k}={v}" for k, v in job.wildcards.items())
+        table.add_row(job.task_id, job.rule, wildcards, ", ".join(job.variants), ", ".join(job.upstream))
+    console.print(table)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from smaker_airflow.config import load_config
+    from smaker_airflow.local_run import run_with_snakemake
+
+    cfg = load_config(args.config)
+    arms = args.variant or list(cfg.variants)
+    unknown = [a for a in arms if a not in cfg.variants]
+    if unknown:
+        raise SmakerError(f"{cfg.path}: unknown variant(s) {', '.join(unknown)}; choose among {', '.join(cfg.variants)}.")
+    workdir = args.workdir or cfg.runs_root / cfg.dag_id / "cli"
+    run_with_snakemake(cfg, arms, workdir, cores=args.cores, dry_run=args.dry_run, console=console)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from smaker_airflow.config import load_config
+
+    table = Table(title="smaker-airflow DAGs")
+    for column in ("dag_id", "config", "schedule", "arms"):
+        table.add_column(column)
+    failed = 0
+    for path in _configs(args, []):
+        try:
+            cfg = load_config(path)
+        except SmakerError as e:
+            failed += 1
+            table.add_row("[red]invalid[/]", str(path), "", str(e))
+            continue
+        table.add_row(cfg.dag_id, str(path), str(cfg.option("schedule")), ", ".join(cfg.variants))
+    console.print(table)
+    return 1 if failed else 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from smaker_airflow.config import load_config
+    from smaker_airflow.loader import check_unique_dag_id, dag_file_text
+    from smaker_airflow.plan.cache import cache_path, load_plan
+
+    dags = args.project / "dags"
+    for path in _configs(args, args.configs):
+        cfg = load_config(path)
+        check_unique_dag_id(cfg)
+        plan = load_plan(cfg)
+        console.print(f"[green]✓[/] {cfg.dag_id}: {len(plan.jobs)} jobs cached in {cache_path(cfg)}")
+        dag_file = dags / f"{path.stem}.py"
+        if not dag_file.exists():
+            dags.mkdir(exist_ok=True)
+            dag_file.write_text(dag_file_text(path, dags))
+            console.print(f"  wrote {dag_file}")
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from smaker_airflow.local_airflow import LocalAirflow
+    from smaker_airflow.rest import AirflowClient
+
+    if args.url:
+        if not (args.username and args.password):
+            raise SmakerError("--url needs --username and --password (an Airflow user allowed to trigger DAGs).")
+        return AirflowClient(args.url, args.username, args.password)
+    local = LocalAirflow.for_project(args.project)
+    if local.status() is None:
+        raise SmakerError("No local Airflow is running for this project: run `smaker-airflow up`, or pass --url.")
+    return local.client()
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """--set key=value: values are read as YAML scalars (numbers, booleans, strings)."""
+    import yaml
+
+    conf: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SmakerError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set C=0.5.")
+        conf[key.strip()] = yaml.safe_load(value) if value else ""
+    return conf
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    conf = parse_sets(args.set)
+    if args.arms:
+        conf["arms"] = [a.strip() for a in args.arms.split(",") if a.strip()]
+    client = _client(args)
+    run = client.trigger(args.dag_id, conf=conf)
+    console.print(f"triggered {args.dag_id} run [bold]{run['dag_run_id']}[/] state {run['state']}")
+    if not args.wait:
+        return 0
+    run = client.wait_for_run(args.dag_id, run["dag_run_id"], timeout=args.timeout)
+    console.print(f"run {run['dag_run_id']} finished: [bold]{run['state']}[/]")
+    for ti in client.task_instances(args.dag_id, run["dag_run_id"]):
+        console.print(f"  {ti['task_id']}: {ti['state']}")
+    try:
+        comparison = client.xcom(args.dag_id, run["dag_run_id"], "compare")
+    except SmakerError:
+        comparison = None
+    if comparison:
+        console.print(comparison.get("table", comparison))
+    return 0 if run["state"] == "success" else 1
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from smaker_airflow.local_airflow import LocalAirflow
+
+    info = LocalAirflow.for_project(args.project, port=args.port).up()
+    console.print(f"Airflow is up at [bold]{info.url}[/] (user {info.username}, password {info.password})")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from smaker_airflow.local_airflow import LocalAirflow
+
+    pids = LocalAirflow.for_project(args.project).down()
+    console.print(f"stopped {len(pids)} process group(s)" if pids else "no local Airflow was running")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
