@@ -4,4 +4,4 @@ from pathlib import Path
 
 from smaker_airflow.loader import dag_from_config
 
-dag = dag_from_config(Path(__file__).resolve().parent.parent.joinpath('configs', 'daily_retraining.yaml'))
+dag = dag_from_config(Path(__file__).resolve().parent.parent.joinpath("configs", "daily_retraining.yaml"))

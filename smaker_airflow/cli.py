@@ -110,7 +110,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed += 1
             err.print(f"[red]✗[/] {e}", highlight=False, soft_wrap=True)
             continue
-        console.print(f"[green]✓[/] {path}: dag_id {cfg.dag_id}, {len(plan.jobs)} jobs, arms {', '.join(plan.variants)}")
+        console.print(
+            f"[green]✓[/] {path}: dag_id {cfg.dag_id}, {len(plan.jobs)} jobs, arms {', '.join(plan.variants)}"
+        )
         dag_file = args.project / "dags" / f"{path.stem}.py"
         if path.parent.resolve() == (args.project / "configs").resolve() and not dag_file.exists():
             console.print(f"  [yellow]![/] no DAG file {dag_file}: run `smaker-airflow compile` to write it")
@@ -146,7 +148,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     arms = args.variant or list(cfg.variants)
     unknown = [a for a in arms if a not in cfg.variants]
     if unknown:
-        raise SmakerError(f"{cfg.path}: unknown variant(s) {', '.join(unknown)}; choose among {', '.join(cfg.variants)}.")
+        raise SmakerError(
+            f"{cfg.path}: unknown variant(s) {', '.join(unknown)}; choose among {', '.join(cfg.variants)}."
+        )
     workdir = args.workdir or cfg.runs_root / cfg.dag_id / "cli"
     run_with_snakemake(cfg, arms, workdir, cores=args.cores, dry_run=args.dry_run, console=console)
     return 0

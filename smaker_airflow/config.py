@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -17,11 +18,26 @@ from typing import Any
 import jsonschema
 import yaml
 
-from smaker_airflow.config_schema import SAFE_VALUE, SCHEMA
+from smaker_airflow.config_schema import ARM_NAME, DAG_ID, IDENTIFIER, SAFE_VALUE, SCHEMA
 from smaker_airflow.errors import ConfigError
 
 BASE_ARM = "base"  # the single arm of a config without variants
 CRON_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
+# What the schema's patterns and types mean, in the words of the error messages.
+_PATTERN_WORDS = {
+    IDENTIFIER: "letters, digits and _ only, not starting with a digit (it becomes a Snakemake wildcard)",
+    DAG_ID: "letters, digits and _ . - only (at most 200 characters)",
+    ARM_NAME: "letters, digits, _ and - only (at most 60 characters; the name becomes a task group id)",
+}
+_TYPE_WORDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping (key: value)",
+    "array": "a list",
+    "null": "null",
+}
 
 
 @dataclass(frozen=True)
@@ -88,9 +104,38 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(str(path), where, f"invalid YAML: {problem}. Fix the syntax there.") from None
+    except ValueError as e:  # YAML reads 2026-13-01 as a date and fails without saying where
+        raise _unreadable_value(path, text, e) from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), "", "the file must hold a mapping (dag_id: ..., workflow: ...).")
     return data
+
+
+def _unreadable_value(path: Path, text: str, error: ValueError) -> ConfigError:
+    """The first scalar YAML cannot build (an impossible date), named by key and line."""
+    constructor = yaml.constructor.SafeConstructor()
+    for key, node in _scalars(yaml.compose(text, Loader=yaml.SafeLoader), ""):
+        try:
+            constructor.construct_object(node)
+        except ValueError as e:
+            return ConfigError(
+                str(path),
+                key or f"line {node.start_mark.line + 1}",
+                f"line {node.start_mark.line + 1}: {node.value!r} cannot be read ({e}). Write a real date as "
+                "YYYY-MM-DD, or quote the value to keep it as text.",
+            )
+    return ConfigError(str(path), "", f"a value cannot be read ({error}). Fix it or quote it.")
+
+
+def _scalars(node: yaml.Node | None, where: str) -> Iterator[tuple[str, yaml.ScalarNode]]:
+    if isinstance(node, yaml.ScalarNode):
+        yield where, node
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _scalars(item, f"{where}[{index}]")
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield from _scalars(value, f"{where}.{key.value}" if where else str(key.value))
 
 
 def _check_schema(path: Path, raw: dict[str, Any]) -> None:
@@ -109,16 +154,40 @@ def _explain(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         allowed = list(error.schema.get("properties", {}))
         unknown = [k for k in error.instance if k not in allowed]
-        hints = [f"'{k}' (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(k, allowed, 1)) else f"'{k}'"
-                 for k in unknown]
+        hints = [
+            f"'{k}' (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(k, allowed, 1)) else f"'{k}'"
+            for k in unknown
+        ]
         return f"unknown key {', '.join(hints)}. Allowed keys: {', '.join(allowed)}."
     if error.validator == "required":
         return f"{error.message}. Add it."
     if error.validator == "oneOf" and "snakefile" in str(error.schema):
         return "give exactly one of `snakefile:` (a plain Snakefile) or `modules:` (name -> Snakefile)."
+    if error.validator == "oneOf":  # the only other oneOf: a parameter's value
+        return (
+            f"{error.instance!r} is not a parameter value: give a string, number or boolean, "
+            "or a non-empty list of them."
+        )
     if error.validator == "pattern" and isinstance(error.instance, str):
-        return f"{error.instance!r} is not allowed here: it must match {error.validator_value}."
-    return f"{error.message}."
+        return _explain_pattern(error.instance, error.validator_value)
+    if error.validator == "type":
+        expected = " or ".join(_TYPE_WORDS.get(t, t) for t in _as_list(error.validator_value))
+        return f"expected {expected}, got {error.instance!r}. Write {expected} there."
+    if error.validator == "format" and error.validator_value == "date":
+        return f"{error.instance!r} is not a date. Write a real date as YYYY-MM-DD (e.g. 2026-11-01)."
+    if error.validator == "minItems" and error.instance == []:
+        return "the list is empty (no value means an empty grid: nothing to run). Give at least one value."
+    if error.validator == "enum":
+        choices = ", ".join(map(repr, error.validator_value))
+        return f"{error.instance!r} is not allowed here; use one of {choices}."
+    return f"{error.message}. Fix the value."
+
+
+def _explain_pattern(value: str, pattern: str) -> str:
+    words = _PATTERN_WORDS.get(pattern, f"text matching {pattern}")
+    fixed = re.sub(r"[^A-Za-z0-9_]+", "_", value).strip("_")
+    hint = f"; for example {fixed!r}" if fixed and re.match(pattern, fixed) else ""
+    return f"{value!r} is not allowed here: use {words}{hint}."
 
 
 def _build(path: Path, root: Path, raw: dict[str, Any]) -> DagConfig:
@@ -209,7 +278,8 @@ def _variants(
         for param in overrides:
             if param not in params:
                 raise ConfigError(
-                    str(path), f"{key}.params.{param}",
+                    str(path),
+                    f"{key}.params.{param}",
                     f"unknown parameter '{param}'; a variant can only override parameters declared under "
                     f"`params:` ({', '.join(params) or 'none'}).",
                 )
@@ -220,9 +290,9 @@ def _variants(
         for module in swaps:
             if module not in modules:
                 raise ConfigError(
-                    str(path), f"{key}.modules.{module}",
-                    f"unknown module '{module}'; a variant swaps modules of `workflow.modules` "
-                    f"({', '.join(modules)}).",
+                    str(path),
+                    f"{key}.modules.{module}",
+                    f"unknown module '{module}'; a variant swaps modules of `workflow.modules` ({', '.join(modules)}).",
                 )
         swapped = {m: _project_file(path, root, f"{key}.modules.{m}", f) for m, f in swaps.items()}
         arms[name] = Variant(name, overrides, {**modules, **swapped}, spec.get("description", ""))
@@ -250,7 +320,8 @@ def _check_schedule(path: Path, raw: dict[str, Any]) -> None:
 
     if not croniter.is_valid(schedule):
         raise ConfigError(
-            str(path), "schedule",
+            str(path),
+            "schedule",
             f"{schedule!r} is not a valid cron expression (five fields: minute hour day month weekday), "
             "a preset such as '@daily', or null for manual runs only.",
         )

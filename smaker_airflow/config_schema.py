@@ -23,10 +23,54 @@ _modules = {
     "propertyNames": {"pattern": IDENTIFIER},
     "additionalProperties": {"type": "string", "minLength": 1},
 }
+# Notifiers of `alerts:`. Secrets never appear here: they live in Airflow connections (conn_id).
+_text = {"type": "string", "minLength": 1}
+_addresses = {"oneOf": [_text, {"type": "array", "items": _text, "minItems": 1}]}
+_NOTIFIER_FIELDS: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "smtp": (
+        {
+            "conn_id": _text,
+            "to": _addresses,
+            "from_email": _text,
+            "cc": _addresses,
+            "bcc": _addresses,
+            "subject": _text,
+            "html_content": _text,
+        },
+        ["to"],
+    ),
+    "slack": ({"conn_id": _text, "webhook_conn_id": _text, "channel": _text, "text": _text, "username": _text}, []),
+    "webhook": (
+        {
+            "url": {"type": "string", "pattern": "^https?://"},
+            "conn_id": _text,
+            "endpoint": {"type": "string"},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "payload": {"type": "object"},
+            "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+        },
+        [],
+    ),
+    "class": (
+        {"class": {"type": "string", "pattern": r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$"}, "kwargs": {"type": "object"}},
+        ["class"],
+    ),
+}
 _notifier = {
     "type": "object",
     "required": ["type"],
-    "properties": {"type": {"enum": ["smtp", "slack", "webhook", "class"]}},
+    "properties": {"type": {"enum": list(_NOTIFIER_FIELDS)}},
+    "allOf": [
+        {
+            "if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+            "then": {
+                "properties": {"type": {"const": kind}, "enabled": {"type": "boolean"}, **fields},
+                "required": required,
+                "additionalProperties": False,
+            },
+        }
+        for kind, (fields, required) in _NOTIFIER_FIELDS.items()
+    ],
 }
 _notifier_list = {"type": "array", "items": _notifier}
 
@@ -122,7 +166,16 @@ SCHEMA: dict[str, Any] = {
                     "description": "metric -> tolerated drop versus the production model",
                     "additionalProperties": {"type": "number", "minimum": 0},
                 },
-                "higher_is_better": {"type": "array", "items": {"type": "string"}},
+                "lower_is_better": {
+                    "type": "array",
+                    "description": "metrics where lower is better (loss, error); the others: higher is better",
+                    "items": {"type": "string"},
+                },
+                "metrics": {
+                    "type": "array",
+                    "description": "file name patterns of the metrics JSON among the control arm's final outputs",
+                    "items": _text,
+                },
             },
         },
         "publish": {
@@ -131,7 +184,12 @@ SCHEMA: dict[str, Any] = {
             "required": ["to"],
             "properties": {
                 "to": {"type": "string", "minLength": 1},
-                "files": {"type": "array", "items": {"type": "string"}},
+                "files": {
+                    "type": "array",
+                    "description": "file name patterns of outputs to publish (default: the finals and model*)",
+                    "items": _text,
+                },
+                "keep_versions": {"type": "integer", "minimum": 1},
             },
         },
     },

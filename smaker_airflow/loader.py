@@ -44,7 +44,8 @@ def check_unique_dag_id(cfg: DagConfig) -> None:
             continue  # that file reports its own error
         if isinstance(data, dict) and data.get("dag_id") == cfg.dag_id:
             raise ConfigError(
-                str(cfg.path), "dag_id",
+                str(cfg.path),
+                "dag_id",
                 f"'{cfg.dag_id}' is also the dag_id of {other}; Airflow would keep only one of them. "
                 "Give each config its own dag_id.",
             )

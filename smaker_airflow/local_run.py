@@ -33,9 +33,20 @@ def run_with_snakemake(
         configfile = workdir / STATE_DIR / f"config-{arm}.json"
         configfile.write_text(json.dumps(config, indent=2, sort_keys=True))
         argv = [
-            sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--configfile", str(configfile),
-            "--directory", str(workdir), "--cores", str(cores), "--rerun-incomplete",
-            "--max-jobs-per-timespan", "100/0s",  # the default limiter sleeps ~1 s per job batch
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(snakefile),
+            "--configfile",
+            str(configfile),
+            "--directory",
+            str(workdir),
+            "--cores",
+            str(cores),
+            "--rerun-incomplete",
+            "--max-jobs-per-timespan",
+            "100/0s",  # the default limiter sleeps ~1 s per job batch
         ]
         if dry_run:
             subprocess.run([*argv, "--dry-run", "--quiet", "rules"], check=False)

@@ -41,15 +41,22 @@ def form_fields(cfg: DagConfig) -> dict[str, dict[str, Any]]:
         if len(values) == 1:
             field: dict[str, Any] = {"default": values[0], "type": kind}
         else:  # a grid: the override gives as many values (same shape)
-            field = {"default": values, "type": "array", "items": {"type": kind},
-                     "minItems": len(values), "maxItems": len(values)}
+            field = {
+                "default": values,
+                "type": "array",
+                "items": {"type": kind},
+                "minItems": len(values),
+                "maxItems": len(values),
+            }
         if kind == "string":
             field["pattern"] = SAFE_VALUE
         fields[name] = {**field, "title": name, "description": description or f"Parameter '{name}'."}
     return fields
 
 
-def parse_choices(cfg: DagConfig, params: dict[str, Any], conf: dict[str, Any]) -> tuple[list[str], dict[str, list[Any]]]:
+def parse_choices(
+    cfg: DagConfig, params: dict[str, Any], conf: dict[str, Any]
+) -> tuple[list[str], dict[str, list[Any]]]:
     """(selected arms, overrides) from the run's params, refusing anything unsafe or unknown."""
     known = {ARMS_PARAM, *cfg.overridable}
     unknown = sorted(set(conf) - known)

@@ -13,6 +13,7 @@ from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
 from smaker_airflow import docs
 from smaker_airflow.config import DagConfig
+from smaker_airflow.operators.compare import add_compare_task
 from smaker_airflow.operators.job import SnakemakeJobOperator
 from smaker_airflow.operators.prepare import PrepareRunOperator
 from smaker_airflow.overrides import form_fields
@@ -44,7 +45,7 @@ def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
             for task in upstream:
                 task >> tasks[job.task_id]
         # hook: production tasks after the jobs (quality gate, publish, assets)
-        # hook: A/B comparison task after the jobs
+        add_compare_task(cfg, plan, tasks)
     return dag
 
 

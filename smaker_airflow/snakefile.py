@@ -101,9 +101,9 @@ class Stage:
                 )
         upstream = [self._declared(up) for up in self.after]
         closure = set(self.uses).union(*(up.params for up in upstream))
-        self.params = [p for p in order if p in closure]
+        self.params: list[str] = [p for p in order if p in closure]
         # Which module implements each stage upstream, when it is not the obvious one.
-        self.implementations = _merge_unique(
+        self.implementations: list[str] = _merge_unique(
             [*(seg for up in upstream for seg in up.implementations), *_implementation(name, opts)]
         )
         segments = [name, *self.implementations, *(f"{p}~{{{p}}}" for p in self.params)]
@@ -153,8 +153,7 @@ class Stage:
         """A `params:` function giving the typed value of a parameter for the job's wildcards."""
         if name not in self.params:
             raise WorkflowError(
-                f"Stage '{self.name}' reads parameter '{name}' without declaring it; "
-                f"add it to uses=[...] of the Stage."
+                f"Stage '{self.name}' reads parameter '{name}' without declaring it; add it to uses=[...] of the Stage."
             )
         by_text = {str(v): v for v in self._values[name]}
         return lambda wildcards: by_text.get(wildcards[name], wildcards[name])
@@ -196,10 +195,12 @@ def targets(config: Mapping[str, Any], rules: Iterable[Any]) -> list[str]:
     else:
         patterns = list(_registry.finals)
     if not patterns:
+        modules = ", ".join(f"{name}: {file}" for name, file in opts.get("modules", [])) or "none"
         raise WorkflowError(
-            "The workflow's modules declare no final output, so there is nothing to run. Mark the tip "
-            "of the chain with `output: stage.final('name')` (or `stage.metrics('metrics.json')`); "
-            "modules written for Smaker mark it with `params: FINAL='name'`."
+            f"The workflow's modules ({modules}) declare no final output, so there is nothing to run. "
+            "Mark the tip of the chain with `output: stage.final('name')` (or "
+            "`stage.metrics('metrics.json')`); modules written for Smaker mark it with "
+            "`params: FINAL='name'`."
         )
     return [path for pattern in patterns for path in grid_paths(pattern, values)]
 

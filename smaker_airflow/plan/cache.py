@@ -12,7 +12,6 @@ dag-processor may have no metadata-DB access.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from importlib.metadata import version

@@ -19,6 +19,7 @@ from smaker_airflow.plan.snakemake_config import workflow_for
 from smaker_airflow.plan.snakemake_dag import build_job_graph
 
 MAX_TASK_ID = 250
+CONSTRAINT = re.compile(r"\{(\w+),[^}]*\}")
 
 
 def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) -> Plan:
@@ -35,7 +36,12 @@ def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) ->
             keys.append(key)
             job = merged.get(key)
             if job is None:
-                job = merged[key] = {**raw, "variants": [], "upstream_keys": [], "metrics": _metrics(raw, metric_patterns)}
+                job = merged[key] = {
+                    **raw,
+                    "variants": [],
+                    "upstream_keys": [],
+                    "metrics": _metrics(raw, metric_patterns),
+                }
             elif (job["rule"], job["snakefile"]) != (raw["rule"], raw["snakefile"]):
                 raise WorkflowError(_conflict(cfg, job, raw, arm))
             job["variants"].append(arm)
@@ -51,7 +57,9 @@ def _identity(raw: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _metrics(raw: dict[str, Any], patterns: set[str]) -> list[str]:
-    return [out for out, pattern in zip(raw["outputs"], raw["output_patterns"], strict=False) if pattern in patterns]
+    # Snakemake's patterns carry the wildcard constraints ("{C,[^/]+}"); the declared ones do not.
+    plain = [CONSTRAINT.sub(r"{\1}", pattern) for pattern in raw["output_patterns"]]
+    return [out for out, pattern in zip(raw["outputs"], plain, strict=False) if pattern in patterns]
 
 
 def _conflict(cfg: DagConfig, job: dict[str, Any], raw: dict[str, Any], arm: str) -> str:

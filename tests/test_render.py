@@ -1,0 +1,73 @@
+"""The rendered DAG: one task per job, Snakemake's edges, arms as TaskGroups, job directives as task settings."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+from smaker_airflow.config import load_config
+from smaker_airflow.plan.cache import load_plan
+from smaker_airflow.render import build_dag
+from tests.conftest import PROJECT
+
+# A snapshot of the A/B example's shape: any change of ids or edges must be deliberate.
+AB_EDGES = {
+    "prepare": {"ingest"},
+    "ingest": {"preprocess"},
+    "preprocess": {
+        "control.train",
+        "control.evaluate",
+        "forest.train_forest",
+        "forest.evaluate",
+        "strong_reg.train",
+        "strong_reg.evaluate",
+    },
+    "control.train": {"control.evaluate"},
+    "forest.train_forest": {"forest.evaluate"},
+    "strong_reg.train": {"strong_reg.evaluate"},
+}
+
+
+def ab_dag(project: Path):  # type: ignore[no-untyped-def]
+    shutil.copy(PROJECT / "configs" / "ab_test.yaml", project / "configs" / "ab_test.yaml")
+    cfg = load_config(project / "configs" / "ab_test.yaml")
+    return cfg, load_plan(cfg), build_dag(cfg, load_plan(cfg))
+
+
+def test_ab_dag_shape_matches_the_snapshot(project: Path) -> None:
+    _cfg, plan, dag = ab_dag(project)
+    job_tasks = {t.task_id for t in dag.tasks if t.task_type == "SnakemakeJobOperator"}
+    assert job_tasks == {job.task_id for job in plan.jobs}
+    edges = {
+        t.task_id: set(t.downstream_task_ids)
+        for t in dag.tasks
+        if t.task_type != "SnakemakeJobOperator" or t.task_id in AB_EDGES
+    }
+    for task_id, downstream in AB_EDGES.items():
+        assert downstream <= edges[task_id], task_id
+        extra = edges[task_id] - downstream
+        assert all(t not in job_tasks for t in extra), (task_id, extra)  # only non-job tasks (gate, compare) added
+    assert set(dag.task_group_dict) >= {"control", "forest", "strong_reg"}
+    assert dag.params["arms"] == ["control", "forest", "strong_reg"]
+    assert dag.params["C"] == 1.0
+
+
+def test_job_directives_become_task_settings(project: Path) -> None:
+    _cfg, _plan, dag = ab_dag(project)
+    forest = dag.get_task("forest.train_forest")
+    assert forest.retries == 1  # the rule's `retries: 1`, config default is 1 too
+    assert forest.execution_timeout == timedelta(minutes=10)  # resources: runtime=10 (minutes)
+    assert "train_forest" in forest.doc_md and "model.pkl" in forest.doc_md
+    assert forest.owner == "ml-team"
+    assert "strong_reg" in dag.doc_md and "train_forest.smk" in dag.doc_md
+
+
+def test_config_retries_win_when_higher(project: Path) -> None:
+    text = (PROJECT / "configs" / "daily_retraining.yaml").read_text().replace("retries: 1", "retries: 4")
+    (project / "configs" / "daily.yaml").write_text(text)
+    cfg = load_config(project / "configs" / "daily.yaml")
+    dag = build_dag(cfg, load_plan(cfg))
+    assert dag.get_task("train").retries == 4
+    assert dag.schedule == "@daily" or str(dag.timetable.summary) == "@daily"
+    assert dag.max_active_runs == 1 and dag.dagrun_timeout == timedelta(minutes=60)
