@@ -99,4 +99,5 @@ def task_arguments(cfg: DagConfig, job: Job) -> dict[str, Any]:
     runtime = job.resources.get("runtime")
     if isinstance(runtime, int) and runtime > 0:
         args["execution_timeout"] = timedelta(minutes=runtime)  # Snakemake's runtime is in minutes
+    # hook: threads/resources -> pool slots, queue, Kubernetes executor_config
     return args
