@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from smaker_airflow.errors import SmakerError
@@ -28,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command(args)
     except SmakerError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -108,7 +109,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             plan = load_plan(cfg)  # also proves Snakemake can build every arm
         except SmakerError as e:
             failed += 1
-            err.print(f"[red]✗[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[red]✗[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             continue
         console.print(
             f"[green]✓[/] {path}: dag_id {cfg.dag_id}, {len(plan.jobs)} jobs, arms {', '.join(plan.variants)}"
@@ -168,7 +169,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             cfg = load_config(path)
         except SmakerError as e:
             failed += 1
-            table.add_row("[red]invalid[/]", str(path), "", str(e))
+            table.add_row("[red]invalid[/]", str(path), "", escape(str(e)))
             continue
         table.add_row(cfg.dag_id, str(path), str(cfg.option("schedule")), ", ".join(cfg.variants))
     console.print(table)

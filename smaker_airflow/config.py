@@ -163,11 +163,9 @@ def _explain(error: jsonschema.ValidationError) -> str:
         return f"{error.message}. Add it."
     if error.validator == "oneOf" and "snakefile" in str(error.schema):
         return "give exactly one of `snakefile:` (a plain Snakefile) or `modules:` (name -> Snakefile)."
-    if error.validator == "oneOf":  # the only other oneOf: a parameter's value
-        return (
-            f"{error.instance!r} is not a parameter value: give a string, number or boolean, "
-            "or a non-empty list of them."
-        )
+    if error.validator == "oneOf" and "params" in error.absolute_path:  # a parameter's value
+        given = "no value is given" if error.instance is None else f"{error.instance!r} is not a parameter value"
+        return f"{given}: give a string, number or boolean, or a non-empty list of them."
     if error.validator == "pattern" and isinstance(error.instance, str):
         return _explain_pattern(error.instance, error.validator_value)
     if error.validator == "type":
@@ -286,7 +284,12 @@ def _variants(
         _check_values(path, f"{key}.params", overrides)
         swaps = spec.get("modules") or {}
         if swaps and style == "plain":
-            raise ConfigError(str(path), f"{key}.modules", "a plain `snakefile:` workflow has no modules to swap.")
+            raise ConfigError(
+                str(path),
+                f"{key}.modules",
+                "a plain `snakefile:` workflow has no modules to swap: remove `modules:` from this variant, "
+                "or list the workflow's parts under `workflow.modules`.",
+            )
         for module in swaps:
             if module not in modules:
                 raise ConfigError(

@@ -40,8 +40,8 @@ def check_unique_dag_id(cfg: DagConfig) -> None:
             continue
         try:
             data = yaml.safe_load(other.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            continue  # that file reports its own error
+        except (OSError, ValueError, yaml.YAMLError):
+            continue  # that file reports its own error, in its own DAG file
         if isinstance(data, dict) and data.get("dag_id") == cfg.dag_id:
             raise ConfigError(
                 str(cfg.path),

@@ -28,7 +28,11 @@ def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) ->
     for arm in cfg.variants:
         snakefile, config = workflow_for(cfg, arm, overrides)
         variant_configs[arm] = {"snakefile": str(snakefile), "config": config}
-        graph = build_job_graph(snakefile, config, workdir=None)
+        try:
+            graph = build_job_graph(snakefile, config, workdir=None)
+        except WorkflowError as e:
+            # Name the config and the arm: the Snakefile alone does not say which deployment broke.
+            raise WorkflowError(f"{cfg.path} (arm '{arm}'): {e}") from None
         metric_patterns = set(graph.registry.get("metrics", []))
         keys: list[tuple[str, ...]] = []
         for raw in graph.jobs:
