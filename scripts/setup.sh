@@ -8,4 +8,6 @@ if ! command -v uv >/dev/null; then
   "$python" -m pip install --quiet --disable-pip-version-check uv
 fi
 [ -x .venv/bin/python ] || uv venv --quiet --python "$python" .venv
-uv pip install --quiet --python .venv/bin/python -e ".[dev]"
+# Compile bytecode now: where PYTHONDONTWRITEBYTECODE is set, every Snakemake process would
+# otherwise recompile Snakemake (about 1 s per job).
+uv pip install --quiet --compile-bytecode --python .venv/bin/python -e ".[dev]"

@@ -1,0 +1,676 @@
+"""Worker process of ``snakemake_dag.build_job_graph``: one Snakefile in, its job DAG out.
+
+Run as ``python -m smaker_airflow.plan._snakemake_worker REQUEST.json``. A Snakefile is
+arbitrary code and Snakemake's API chdir()s and mutates globals, so this runs in a
+process of its own. The result (the jobs, or one error described as data) goes to the
+result file named in the request, never to stdout, which Snakefiles may print to.
+
+This is the only module of the package that imports Snakemake. Besides the public API
+(``SnakemakeApi().workflow().dag()``) it reads these internals, all checked by the
+contract test: ``WorkflowApi._workflow``, ``Workflow._prepare_dag()``,
+``Workflow._build_dag()``, ``Workflow.dag``, ``Workflow.linemaps``, ``DAG.toposorted()``,
+``DAG.dependencies``, ``DAG.targetjobs``, ``Job.rule``,
+``Job.wildcards_dict``, ``Job.resources``, ``Job.is_norun``, ``Rule.restart_times``,
+``Rule.expand_priority()``, ``Rule.expand_resources()``, ``Rule.lineno`` (the lists
+``_*_INTERNALS`` below, checked on every run).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+REGISTRY_MODULE = "smaker_airflow.snakefile"
+# Characters Snakemake's --target-jobs parser cannot carry in a wildcard value:
+# entries are split on ",", and quotes at either end of a value are stripped.
+_UNSAFE_IN_TARGET = re.compile(r"(,)|(^['\"])|(['\"]$)")
+_WILDCARD_IN_PATTERN = re.compile(r"\{\s*([A-Za-z_]\w*)")
+_SIZED_RESOURCES = ("mem", "disk")  # Snakemake adds "mem" and "mem_mib" beside "mem_mb"
+_MAX_MESSAGE = 700
+# Snakemake internals read below (no public API lists jobs); checked on every run.
+_WORKFLOW_INTERNALS = (
+    "_prepare_dag", "_build_dag", "linemaps", "async_run", "default_target", "get_rule",
+)  # fmt: skip
+_DAG_INTERNALS = ("jobs", "toposorted", "dependencies", "targetjobs")
+_JOB_INTERNALS = (
+    "rule", "wildcards_dict", "is_norun", "resources", "input", "output", "log", "params",
+)  # fmt: skip
+_RULE_INTERNALS = (
+    "name", "restart_times", "expand_priority", "expand_resources", "lineno", "snakefile",
+    "params", "output", "resources", "is_checkpoint",
+)  # fmt: skip
+_RULE_HEADER = re.compile(r"^(?:rule|checkpoint)\s+([A-Za-z_]\w*)\s*:")
+_WILDCARD_TARGET = "Target rules may not contain wildcards"
+_WILDCARD_TARGET_HINT = (
+    "The first rule is the default target and cannot have wildcards: put a rule such "
+    "as `rule all:` whose input lists concrete files at the top of the Snakefile."
+)
+
+_HINTS = {
+    "SyntaxError": "Fix the syntax at that line (Python, or Snakemake's rule grammar).",
+    "IndentationError": "Fix the indentation at that line.",
+    "MissingInputException": (
+        "Create the missing file, or add or fix a rule whose output pattern produces it; "
+        "check the config values that build the path."
+    ),
+    "MissingRuleException": ("No rule's output pattern matches that file: add such a rule or fix the path."),
+    "CyclicGraphException": (
+        "A rule's output must not be, even indirectly, its own input: rename the paths "
+        "or restrict the wildcards with wildcard_constraints."
+    ),
+    "PeriodicWildcardError": (
+        "A rule consumes its own output through a wildcard that matches ever longer "
+        "paths: restrict that wildcard with wildcard_constraints."
+    ),
+    "AmbiguousRuleException": (
+        "Give the rules' outputs distinct prefixes, restrict their wildcards with "
+        "wildcard_constraints, or declare a `ruleorder:`."
+    ),
+    "WildcardError": (
+        "Every wildcard a rule uses in input, log, params or resources must appear in "
+        "its output, and the default target (the first rule) must have none."
+    ),
+    "KeyError": (
+        "The Snakefile reads a key that is not there (often a config key): add it to the config or fix its name."
+    ),
+    "InputFunctionException": (
+        "A function given to input, params, threads or resources raised for these "
+        "wildcards: fix it or the config it reads."
+    ),
+    "UnsafeTargetError": (
+        "Restrict that wildcard (wildcard_constraints) or change the config so its "
+        "values contain no ',' and do not start or end with a quote."
+    ),
+}
+_DEFAULT_HINTS = {
+    "load": "Fix the Snakefile at that place; `snakemake -n` on it shows Snakemake's full report.",
+    "registry": f"Fix {REGISTRY_MODULE}.registry_snapshot(): it must return a JSON-safe dict.",
+    "dag": "Fix the rule named; `snakemake -n` on the Snakefile shows Snakemake's full report.",
+    "describe": "Fix the rule named; `snakemake -n` on the Snakefile shows Snakemake's full report.",
+}
+
+
+class PlanningFailure(Exception):
+    """An error the worker reports as data instead of a traceback."""
+
+    def __init__(
+        self,
+        stage: str,
+        kind: str,
+        message: str,
+        *,
+        snakefile: str | None = None,
+        rule: str | None = None,
+        lineno: int | None = None,
+        hint: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.fields: dict[str, Any] = {
+            "stage": stage,
+            "kind": kind,
+            "message": message,
+            "snakefile": snakefile,
+            "rule": rule,
+            "lineno": lineno,
+            "hint": hint or _HINTS.get(kind) or _DEFAULT_HINTS.get(stage, ""),
+        }
+
+
+def main(argv: list[str]) -> int:
+    request = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
+    try:
+        payload: dict[str, Any] = {"ok": True, **extract(request)}
+    except PlanningFailure as failure:
+        payload = {"ok": False, "error": failure.fields}
+    _write_json(Path(request["result"]), payload)
+    return 0
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    # Write then rename: the parent never reads a half-written result.
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(payload), encoding="utf-8")
+    partial.replace(path)
+
+
+# --------------------------------------------------------------------------- stages
+
+
+class _Session:
+    """Runs the stages and turns any exception into a PlanningFailure."""
+
+    def __init__(self, snakefile: str) -> None:
+        self.snakefile = snakefile
+        self.workflow_api: Any = None
+        self.workflow: Any = None
+
+    def run(self, stage: str, step: Callable[[], T]) -> T:
+        try:
+            return step()
+        except PlanningFailure:
+            raise
+        except (Exception, SystemExit) as exc:  # a Snakefile may call sys.exit()
+            raise describe_exception(stage, exc, self._loaded(), self.snakefile) from exc
+
+    def _loaded(self) -> Any:
+        # While the Snakefile is being read, the workflow is only in the API's store.
+        if self.workflow is not None:
+            return self.workflow
+        return getattr(self.workflow_api, "_workflow_store", None)
+
+
+def extract(request: Mapping[str, Any]) -> dict[str, Any]:
+    """Load the workflow, build its DAG with every job forced, describe the jobs."""
+    session = _Session(str(request["snakefile"]))
+    api_module, settings = session.run("load", _import_snakemake)
+    output = settings.OutputSettings(quiet={settings.Quietness.ALL}, enable_file_logging=False)
+    with api_module.SnakemakeApi(output) as api:
+        session.workflow_api = session.run("load", lambda: _workflow_api(api, settings, request))
+        session.workflow = session.run("load", lambda: _load(session.workflow_api, settings))
+        registry = session.run("registry", _registry_snapshot)
+        dag = session.run("dag", lambda: _build_dag(session.workflow))
+        jobs = session.run("describe", lambda: describe_jobs(session.workflow, dag))
+    return {"jobs": jobs, "registry": registry}
+
+
+def _import_snakemake() -> tuple[Any, Any]:
+    import snakemake.api
+    import snakemake.settings.types
+
+    _memoize_function_params()
+    return snakemake.api, snakemake.settings.types
+
+
+def _memoize_function_params() -> None:
+    """Cache Snakemake's inspect.signature() of input/resource functions.
+
+    Snakemake inspects a rule's function again for every job it evaluates it for: most
+    of the cost of 10,000 jobs with a callable resource. A function's parameters do
+    not change, and this process ends after one plan, so caching them is safe.
+    """
+    import snakemake.common
+    import snakemake.rules
+
+    original = getattr(snakemake.common, "get_function_params", None)
+    if original is None or hasattr(original, "cache_info"):
+        return
+    memo = functools.lru_cache(maxsize=None)(original)
+
+    def cached(func: Any) -> Any:
+        try:
+            return memo(func)
+        except TypeError:  # an unhashable callable: ask Snakemake every time
+            return original(func)
+
+    cached.cache_info = memo.cache_info  # type: ignore[attr-defined]
+    for module in (snakemake.common, snakemake.rules):
+        if getattr(module, "get_function_params", None) is original:
+            module.get_function_params = cached
+
+
+def _workflow_api(api: Any, settings: Any, request: Mapping[str, Any]) -> Any:
+    return api.workflow(
+        # cores=None: `threads:` are capped by cores, and planning must see them whole.
+        # No default resources: the plan lists what the rules declare.
+        resource_settings=settings.ResourceSettings(cores=None, default_resources={}),
+        config_settings=settings.ConfigSettings(configfiles=[Path(request["configfile"])]),
+        snakefile=Path(request["snakefile"]),
+        workdir=Path(request["workdir"]),
+    )
+
+
+def _load(workflow_api: Any, settings: Any) -> Any:
+    workflow_api.dag(settings.DAGSettings(forceall=True))  # reads the Snakefile
+    workflow = workflow_api._workflow
+    # Rule.restart_times and Job.attempt read these; plan for attempt 1.
+    workflow.execution_settings = settings.ExecutionSettings(attempt=1)
+    workflow.remote_execution_settings = settings.RemoteExecutionSettings()
+    return workflow
+
+
+def _registry_snapshot() -> dict[str, Any]:
+    module = sys.modules.get(REGISTRY_MODULE)
+    if module is None:
+        return {}
+    snapshot = module.registry_snapshot()
+    if not isinstance(snapshot, dict):
+        raise TypeError(f"registry_snapshot() returned {type(snapshot).__name__}, not a dict")
+    json.dumps(snapshot)  # fail here, with a clear stage, if it is not JSON-safe
+    return snapshot
+
+
+def _build_dag(workflow: Any) -> Any:
+    check_internals("Workflow", workflow, _WORKFLOW_INTERNALS)
+    workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+    workflow._build_dag()
+    # A dry run goes on with dag.postprocess(), which also fetches wrappers from the
+    # network and checks scripts: not needed to know the jobs.
+    dag = workflow.dag
+    check_internals("DAG", dag, _DAG_INTERNALS)
+    for job in list(dag.jobs)[:1]:
+        check_internals("Job", type(job), _JOB_INTERNALS)
+        check_internals("Rule", job.rule, _RULE_INTERNALS)
+    reject_checkpoints(workflow, dag)
+    return dag
+
+
+def reject_checkpoints(workflow: Any, dag: Any) -> None:
+    """A plan made before a checkpoint ran would silently miss the jobs after it."""
+    checkpoints = sorted({job.rule for job in dag.jobs if job.rule.is_checkpoint}, key=lambda r: r.name)
+    if not checkpoints:
+        return
+    first = checkpoints[0]
+    names = " and ".join(rule.name for rule in checkpoints)
+    what = f"rule {names} is a checkpoint" if len(checkpoints) == 1 else f"rules {names} are checkpoints"
+    raise PlanningFailure(
+        "dag",
+        "CheckpointNotSupported",
+        f"{what}: the jobs "
+        "after a checkpoint are only known once it has run, so they cannot be planned ahead "
+        "as Airflow tasks",
+        snakefile=_absolute(str(first.snakefile)),
+        rule=names,
+        lineno=source_line(workflow.linemaps, str(first.snakefile), first.lineno),
+        hint=(
+            "Make it a normal rule whose outputs follow from the config (for example "
+            "expand() over a list in the config), so that every job is known before the run."
+        ),
+    )
+
+
+def check_internals(kind: str, owner: Any, names: Iterable[str]) -> None:
+    """Fail loudly, naming what moved, when a Snakemake release drops an internal we read."""
+    missing = [name for name in names if not hasattr(owner, name)]
+    if missing:
+        import snakemake
+
+        raise PlanningFailure(
+            "dag",
+            "SnakemakeInternalsChanged",
+            f"Snakemake {snakemake.__version__}: {kind} has no "
+            f"{', '.join(missing)}, which smaker-airflow reads to list the jobs",
+            hint=(
+                "Install a Snakemake version smaker-airflow supports (>=9.27,<10), or "
+                "adapt smaker_airflow/plan/_snakemake_worker.py to this one."
+            ),
+        )
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class _RuleFacts:
+    """What is the same for every job of one rule, computed once."""
+
+    def __init__(self, rule: Any, linemaps: Mapping[str, Mapping[int, int]]) -> None:
+        self.name: str = rule.name
+        self.patterns = [str(pattern) for pattern in rule.output]
+        self.wildcard_order = _wildcard_order(self.patterns)
+        self.snakefile = _absolute(str(rule.snakefile))
+        self.lineno = source_line(linemaps, str(rule.snakefile), rule.lineno)
+        self.retries = int(rule.restart_times or 0)
+        self.has_final = "FINAL" in rule.params.keys()  # noqa: SIM118 - a Namedlist: `in` tests values
+        # Plain values are the same for every job: evaluate them once (10,000 jobs
+        # would otherwise cost seconds in Snakemake's per-call function inspection).
+        self.constant_resources = not any(resource.is_evaluable() for resource in rule.resources.values())
+        self._resources: tuple[int, dict[str, int | str]] | None = None
+
+    def resources(self, job: Any) -> tuple[int, dict[str, int | str]]:
+        if not self.constant_resources:
+            return job_resources(job)
+        if self._resources is None:
+            self._resources = job_resources(job)
+        threads, resources = self._resources
+        return threads, dict(resources)
+
+
+def describe_jobs(workflow: Any, dag: Any) -> list[dict[str, Any]]:
+    """The DAG's jobs as JSON-safe dicts, upstream first, norun jobs left out."""
+    facts: dict[Any, _RuleFacts] = {}
+    wildcards_of: dict[Any, dict[str, str]] = {}
+
+    def wildcards(job: Any) -> dict[str, str]:
+        if job not in wildcards_of:
+            rule_facts = facts.setdefault(job.rule, _RuleFacts(job.rule, workflow.linemaps))
+            order = rule_facts.wildcard_order
+            wildcards_of[job] = _ordered_wildcards(job.wildcards_dict, order)
+        return wildcards_of[job]
+
+    # Sorted within each layer: the same Snakefile gives the same list every time.
+    ordered = [
+        job
+        for layer in dag.toposorted()
+        for job in sorted(layer, key=lambda job: (job.rule.name, *wildcards(job).items()))
+        if not job.is_norun
+    ]
+    index = {job: position for position, job in enumerate(ordered)}
+    upstream = _Upstream(dag.dependencies, index)
+    final = _final_jobs(dag.targetjobs, index, upstream)
+    return [_describe_job(job, facts[job.rule], wildcards(job), upstream, index, job in final) for job in ordered]
+
+
+class _Upstream:
+    """Direct dependencies of a job, looking through norun jobs (they are not returned)."""
+
+    def __init__(self, dependencies: Mapping[Any, Mapping[Any, Any]], index: Mapping[Any, int]):
+        self._dependencies = dependencies
+        self._index = index
+        self._through_norun: dict[Any, frozenset[Any]] = {}
+
+    def of(self, job: Any) -> set[Any]:
+        found: set[Any] = set()
+        for dependency in self._dependencies.get(job, {}):
+            if dependency in self._index:
+                found.add(dependency)
+            else:
+                found |= self._norun(dependency)
+        return found
+
+    def _norun(self, job: Any) -> frozenset[Any]:
+        if job not in self._through_norun:
+            self._through_norun[job] = frozenset(self.of(job))
+        return self._through_norun[job]
+
+
+def _final_jobs(targets: Iterable[Any], index: Mapping[Any, int], upstream: _Upstream) -> set[Any]:
+    # The tips: what a norun target (`rule all: input: ...`) asks for, or the target
+    # job itself when the first rule runs something.
+    final: set[Any] = set()
+    for target in targets:
+        final |= {target} if target in index else upstream.of(target)
+    return final
+
+
+def _describe_job(
+    job: Any,
+    facts: _RuleFacts,
+    wildcards: dict[str, str],
+    upstream: _Upstream,
+    index: Mapping[Any, int],
+    final: bool,
+) -> dict[str, Any]:
+    outputs = [str(path) for path in job.output]
+    if len(outputs) != len(facts.patterns):
+        raise RuntimeError(f"rule {facts.name}: {len(outputs)} outputs but {len(facts.patterns)} patterns")
+    threads, resources = facts.resources(job)
+    return {
+        "rule": facts.name,
+        "wildcards": wildcards,
+        "target": target_spec(facts.name, wildcards),
+        "inputs": [str(path) for path in job.input],
+        "outputs": outputs,
+        "log": [str(path) for path in job.log],
+        "output_patterns": list(facts.patterns),
+        "threads": threads,
+        "resources": resources,
+        "retries": facts.retries,
+        "priority": _priority(job),
+        "deps": sorted(index[dependency] for dependency in upstream.of(job)),
+        "snakefile": facts.snakefile,
+        "lineno": facts.lineno,
+        "final": final,
+        "params_final": _json_safe(job.params.FINAL) if facts.has_final else None,
+    }
+
+
+def target_spec(rule: str, wildcards: Mapping[str, str]) -> str:
+    """The job as Snakemake's ``--target-jobs`` parser reads it: ``rule:wc=v,wc2=v2``."""
+    for name, value in wildcards.items():
+        if _UNSAFE_IN_TARGET.search(value):
+            raise PlanningFailure(
+                "describe",
+                "UnsafeTargetError",
+                f"wildcard {name}={value!r} cannot be passed to Snakemake's --target-jobs, "
+                "which splits on ',' and strips quotes",
+                rule=rule,
+            )
+    return f"{rule}:" + ",".join(f"{name}={value}" for name, value in wildcards.items())
+
+
+def _wildcard_order(patterns: Iterable[str]) -> list[str]:
+    order: dict[str, None] = {}
+    for pattern in patterns:
+        order.update(dict.fromkeys(_WILDCARD_IN_PATTERN.findall(pattern)))
+    return list(order)
+
+
+def _ordered_wildcards(values: Mapping[str, Any], order: list[str]) -> dict[str, str]:
+    known = [name for name in order if name in values]
+    rest = [name for name in values if name not in order]
+    return {name: str(values[name]) for name in known + rest}
+
+
+def _priority(job: Any) -> int:
+    value = job.rule.expand_priority(job.wildcards_dict, job.input, 1)
+    return int(value) if float(value).is_integer() else math.ceil(value)
+
+
+# --------------------------------------------------------------------------- resources
+
+
+def job_resources(job: Any) -> tuple[int, dict[str, int | str]]:
+    """Threads and the rule's resources for attempt 1, Snakemake's own ones left out."""
+    try:
+        evaluated = job.resources
+        return int(evaluated._cores), clean_resources(dict(evaluated.items()))
+    except Exception:  # one resource cannot be evaluated now: keep the others
+        return _resources_one_by_one(job)
+
+
+def _resources_one_by_one(job: Any) -> tuple[int, dict[str, int | str]]:
+    rule = job.rule
+    names = {name for name in rule.resources if not name.startswith("_")}
+
+    def expand(skip: set[str]) -> Any:
+        return rule.expand_resources(job.wildcards_dict, job.input, 1, skip_evaluation=skip)
+
+    threads = int(expand(names)._cores)  # a failing `threads:` is a real error
+    cleaned: dict[str, int | str] = {}
+    for name in names:  # the skipped ones come back as <TBD>, which cleaning drops
+        try:
+            cleaned.update(clean_resources(dict(expand(names - {name}).items())))
+        except Exception:  # "cannot be evaluated at planning time": leave it out
+            continue
+    return threads, cleaned
+
+
+def clean_resources(values: Mapping[str, Any]) -> dict[str, int | str]:
+    from snakemake.common.tbdstring import TBDString
+
+    cleaned: dict[str, int | str] = {}
+    for name, value in values.items():
+        if name.startswith("_") or value is None or isinstance(value, TBDString):
+            continue
+        cleaned[name] = _resource_value(value)
+    for sized in _SIZED_RESOURCES:
+        if f"{sized}_mb" in cleaned:  # one spelling: Snakemake normalizes every size to *_mb
+            cleaned.pop(sized, None)
+            cleaned.pop(f"{sized}_mib", None)
+    return cleaned
+
+
+def _resource_value(value: Any) -> int | str:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else math.ceil(value)
+    return str(value)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def describe_exception(stage: str, exc: BaseException, workflow: Any, main: str) -> PlanningFailure:
+    """Snakemake's own words for what went wrong, and where, without a traceback."""
+    linemaps: Mapping[str, Mapping[int, int]] = getattr(workflow, "linemaps", None) or {}
+    kind = type(exc).__name__
+    text = exception_text(exc)
+    message = text if text.startswith(kind) else f"{kind}: {text}"
+    snakefile, lineno = _location(exc, linemaps)
+    frames = _snakefile_frames(exc, linemaps)
+    if not frames and snakefile and lineno:
+        frames = [(snakefile, lineno)]
+    rule = _rule_name(exc) or _rule_around(frames)
+    hint = ""
+    if text.startswith(_WILDCARD_TARGET) and workflow is not None:
+        rule, snakefile, lineno = _default_target(workflow, linemaps)
+        kind, hint = "WildcardError", _WILDCARD_TARGET_HINT
+    return PlanningFailure(
+        stage,
+        kind,
+        _shorten(message),
+        snakefile=snakefile or main,
+        rule=rule,
+        lineno=lineno,
+        hint=hint,
+    )
+
+
+def _default_target(
+    workflow: Any, linemaps: Mapping[str, Mapping[int, int]]
+) -> tuple[str | None, str | None, int | None]:
+    try:
+        rule = workflow.get_rule(workflow.default_target)
+    except Exception:
+        return None, None, None
+    snakefile = str(rule.snakefile)
+    return rule.name, _absolute(snakefile), source_line(linemaps, snakefile, rule.lineno)
+
+
+def exception_text(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError):
+        code = (exc.text or "").strip()
+        return f"{exc.msg}: {code}" if code else str(exc.msg)
+    if isinstance(exc, OSError):
+        return str(exc)  # "[Errno 2] No such file or directory: 'x.smk'"
+    spec = _snakemake_spec(exc)
+    parts = []
+    for arg in exc.args:
+        if isinstance(arg, BaseException):
+            parts.append(exception_text(arg))
+        elif isinstance(arg, (list, tuple, set, frozenset)):
+            parts.append(", ".join(map(str, arg)))
+        else:
+            parts.append(str(arg) if not isinstance(exc, KeyError) else repr(arg))
+    text = "\n".join(part for part in parts if part)
+    if spec:  # Snakemake appends "(rule x, line N, file)" with a compiled line number
+        text = text.replace(f" ({spec})", "")
+    text = text.split("\nTraceback:", 1)[0]  # InputFunctionException embeds one
+    return text.strip() or _cause_text(exc)
+
+
+def _cause_text(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    return exception_text(cause) if cause is not None else type(exc).__name__
+
+
+def _snakemake_spec(exc: BaseException) -> str:
+    get_spec = getattr(exc, "_get_spec", None)
+    if get_spec is None:
+        return ""
+    try:
+        return str(get_spec(exc))
+    except Exception:
+        return ""
+
+
+def _shorten(message: str) -> str:
+    flat = " ".join(message.split())
+    return flat if len(flat) <= _MAX_MESSAGE else flat[: _MAX_MESSAGE - 1] + "…"
+
+
+def _rule_name(exc: BaseException) -> str | None:
+    rules = _rules_of(exc)
+    return " and ".join(str(getattr(rule, "name", rule)) for rule in rules) or None
+
+
+def _rules_of(exc: BaseException) -> list[Any]:
+    rule = getattr(exc, "rule", None)
+    if rule is not None:
+        return [rule]
+    # AmbiguousRuleException names two rules, in no stable order.
+    pair = [getattr(exc, "rule1", None), getattr(exc, "rule2", None)]
+    return sorted((rule for rule in pair if rule is not None), key=lambda r: str(r.name))
+
+
+def _location(exc: BaseException, linemaps: Mapping[str, Mapping[int, int]]) -> tuple[str | None, int | None]:
+    if isinstance(exc, SyntaxError):
+        return (_absolute(exc.filename) if exc.filename else None), exc.lineno
+    snakefile = getattr(exc, "snakefile", None) or getattr(exc, "filename", None)
+    lineno = getattr(exc, "lineno", None)
+    rule = next(iter(_rules_of(exc)), None)
+    if not snakefile and rule is not None and hasattr(rule, "snakefile"):
+        snakefile, lineno = rule.snakefile, rule.lineno
+    if snakefile and isinstance(lineno, int):
+        return _absolute(str(snakefile)), source_line(linemaps, str(snakefile), lineno)
+    frames = _snakefile_frames(exc, linemaps)
+    if frames:
+        return _absolute(frames[0][0]), frames[0][1]
+    return (_absolute(str(snakefile)) if snakefile else None), None
+
+
+def _snakefile_frames(exc: BaseException, linemaps: Mapping[str, Mapping[int, int]]) -> list[tuple[str, int]]:
+    """Frames running Snakefile code, innermost first, with source line numbers."""
+    return [
+        (frame.filename, source_line(linemaps, frame.filename, frame.lineno))
+        for frame in reversed(traceback.extract_tb(exc.__traceback__))
+        if frame.filename in linemaps and frame.lineno is not None
+    ]
+
+
+def _rule_around(frames: Iterable[tuple[str, int]]) -> str | None:
+    """The rule whose directives were being evaluated when user code raised."""
+    for snakefile, lineno in frames:
+        try:
+            lines = Path(snakefile).read_text(encoding="utf-8").splitlines()[:lineno]
+        except OSError:
+            continue
+        for line in reversed(lines):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            header = _RULE_HEADER.match(line)
+            if header:
+                return header.group(1)
+            if not line[0].isspace():
+                break  # top-level code, not inside a rule
+    return None
+
+
+def source_line(linemaps: Mapping[str, Mapping[int, int]], snakefile: str, lineno: int) -> int:
+    """Snakemake compiles a Snakefile to Python; map a compiled line back to the source."""
+    return int(linemaps.get(snakefile, {}).get(lineno, lineno))
+
+
+def _absolute(path: str) -> str:
+    if "://" in path:  # a module loaded from a URL
+        return path
+    return os.path.abspath(path)
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+if __name__ == "__main__":
+    code = main(sys.argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The result is written: do not wait for threads a Snakefile left running, nor
+    # for the teardown of thousands of job objects.
+    os._exit(code)

@@ -1,0 +1,199 @@
+"""Snakemake's job DAG as plain data, computed in a subprocess.
+
+``build_job_graph`` asks Snakemake which jobs the default target of a Snakefile needs
+(every job forced, as in an empty working directory) and returns them as JSON-safe
+dicts. Snakemake runs in ``_snakemake_worker``, a process of its own: a Snakefile is
+arbitrary code, and Snakemake's API chdir()s and mutates globals. This module never
+imports Snakemake, so importing it stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smaker_airflow.errors import WorkflowError
+
+WORKER_MODULE = "smaker_airflow.plan._snakemake_worker"
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding smaker_airflow/
+_TAIL_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class JobGraph:
+    """The jobs of one workflow, upstream first, and the Snakefile registry snapshot.
+
+    Each job is a dict with the keys ``rule, wildcards, target, inputs, outputs, log,
+    output_patterns, threads, resources, retries, priority, deps, snakefile, lineno,
+    final, params_final``; ``deps`` holds indexes into ``jobs``.
+    """
+
+    jobs: list[dict[str, Any]]
+    registry: dict[str, Any] = field(default_factory=dict)
+
+
+def build_job_graph(
+    snakefile: Path,
+    config: dict[str, Any],
+    *,
+    workdir: Path | None = None,
+    timeout: float = 300,
+) -> JobGraph:
+    """Build the job DAG of ``snakefile``'s default target with ``config``.
+
+    Without ``workdir`` Snakemake plans in an empty temporary folder, so every job is
+    listed. Raises ``WorkflowError`` (one paragraph naming the Snakefile, the rule and
+    line when known, Snakemake's message and the fix) when Snakemake cannot load the
+    workflow or build its DAG, and when the worker process dies or times out.
+    """
+    snakefile = Path(snakefile).resolve()
+    if not snakefile.is_file():
+        raise WorkflowError(f"Snakefile {snakefile} does not exist: check the path that names it.")
+    config_text = _config_json(config, snakefile)
+    with tempfile.TemporaryDirectory(prefix="smaker-plan-") as scratch:
+        folder = Path(scratch)
+        run_dir = Path(workdir).resolve() if workdir is not None else folder / "workdir"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(config_text, encoding="utf-8")
+        request = {
+            "snakefile": str(snakefile),
+            "configfile": str(folder / "config.json"),
+            "workdir": str(run_dir),
+            "result": str(folder / "result.json"),
+        }
+        (folder / "request.json").write_text(json.dumps(request), encoding="utf-8")
+        payload = _run_worker(folder, run_dir, snakefile, timeout)
+    if not payload.get("ok"):
+        raise WorkflowError(error_paragraph(payload["error"], snakefile))
+    return JobGraph(jobs=payload["jobs"], registry=payload.get("registry") or {})
+
+
+def _config_json(config: Mapping[str, Any], snakefile: Path) -> str:
+    try:
+        return json.dumps(config)
+    except (TypeError, ValueError) as exc:
+        where = next(_non_json_keys(config, "config"), "config")
+        raise WorkflowError(
+            f"The config given to {snakefile} holds a value that is not plain data at "
+            f"{where} ({exc}): use strings, numbers, booleans, lists and mappings "
+            "(quote dates in YAML)."
+        ) from exc
+
+
+def _non_json_keys(value: Any, path: str) -> Iterator[str]:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                yield f"{path}[{key!r}]"
+            yield from _non_json_keys(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for position, item in enumerate(value):
+            yield from _non_json_keys(item, f"{path}[{position}]")
+    elif not isinstance(value, (str, int, float, bool, type(None))):
+        yield path
+
+
+def _run_worker(folder: Path, run_dir: Path, snakefile: Path, timeout: float) -> dict[str, Any]:
+    log_path = folder / "worker.log"
+    # -P: do not put the working directory first on sys.path (a user's workdir may
+    # hold a module named like a library); the Snakefile's folder is added by Snakemake.
+    command = [sys.executable, "-P", "-m", WORKER_MODULE, str(folder / "request.json")]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=run_dir,
+            env=_worker_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so a timeout ends whatever the Snakefile started
+        )
+        try:
+            returncode = process.wait(timeout=timeout)
+        except BaseException as exc:  # a timeout, or this process is being stopped
+            _kill_group(process)
+            if not isinstance(exc, subprocess.TimeoutExpired):
+                raise
+            raise WorkflowError(
+                f"Building the job DAG of {snakefile} took more than {timeout:g} s and was "
+                "stopped. Look for slow code that runs when the Snakefile is read (loops, "
+                "file scans, network calls), or raise the timeout."
+                f"{_tail_note(log_path)}"
+            ) from None
+    result_path = folder / "result.json"
+    if returncode != 0 or not result_path.is_file():
+        raise WorkflowError(
+            f"The Snakemake planning process for {snakefile} {_exit_reason(returncode)} "
+            "before reporting a result, so Snakemake could not say what went wrong. "
+            "Check memory limits and what the Snakefile runs at load time (os._exit, "
+            f"signals), then rerun.{_tail_note(log_path)}"
+        )
+    payload: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
+    return payload
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(_PACKAGE_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _exit_reason(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"
+
+
+def _tail_note(log_path: Path) -> str:
+    try:
+        data = log_path.read_bytes()
+    except OSError:
+        return ""
+    tail = " ".join(data[-_TAIL_CHARS:].decode("utf-8", "replace").split())
+    return f" Last output of the process: {tail}" if tail else " The process printed nothing."
+
+
+def error_paragraph(error: Mapping[str, Any], main_snakefile: Path) -> str:
+    """One paragraph: where (file, rule, line), what Snakemake said, what to do."""
+    action = {
+        "load": "load",
+        "registry": "read the smaker registry of",
+    }.get(str(error.get("stage")), "build the job DAG of")
+    where = _where(error, main_snakefile)
+    return (
+        f"Snakemake could not {action} the workflow {main_snakefile}{where}: "
+        f"{str(error.get('message')).rstrip('.')}. To fix: {error.get('hint')}"
+    )
+
+
+def _where(error: Mapping[str, Any], main_snakefile: Path) -> str:
+    details = []
+    rule = str(error.get("rule") or "")
+    if rule:
+        details.append(f"rules {rule}" if " and " in rule else f"rule {rule}")
+    snakefile = error.get("snakefile")
+    if snakefile and Path(str(snakefile)) != main_snakefile:
+        details.append(f"in {snakefile}")
+    if error.get("lineno"):
+        details.append(f"line {error['lineno']}")
+    return f" ({', '.join(details)})" if details else ""

@@ -1,0 +1,16 @@
+def inputs(wildcards):
+    return config["inputs"][wildcards.x]
+
+
+rule all:
+    input:
+        "out/a.txt",
+
+
+rule make:
+    input:
+        inputs,
+    output:
+        "out/{x}.txt",
+    shell:
+        "touch {output}"

@@ -1,0 +1,6 @@
+import time
+
+time.sleep(60)
+
+rule all:
+    output: "x"

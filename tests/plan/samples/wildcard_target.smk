@@ -1,0 +1,3 @@
+rule train:
+    output: "models/{model}.pkl"
+    shell: "touch {output}"
