@@ -1,0 +1,370 @@
+"""Run exactly one Snakemake job in its own process, as Snakemake's executor plugins do.
+
+The job runs as ``python -m snakemake --target-jobs RULE:WC=V --allowed-rules RULE``
+in a new session, so that the whole tree (Snakemake, its shell, the shell's
+children) can be stopped with one signal to the process group. Its output is
+streamed line by line to a callback (the Airflow task log). Neither Snakemake
+nor Airflow is imported here: the work happens in the child process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from smaker_airflow.errors import JobFailed
+
+LOG_TAIL_LINES = 50  # lines kept from each `log:` file for the failure message
+OUTPUT_TAIL_LINES = 50  # lines of Snakemake's own output kept for notifiers
+KILL_GRACE_SECONDS = 5.0  # SIGTERM -> SIGKILL delay
+_REAP_SECONDS = 2.0  # how long to wait for the group to vanish after SIGKILL
+_PIPE_GRACE_SECONDS = 1.0  # after exit, how long a leftover pipe holder may delay us
+_POLL_SECONDS = 0.05
+_TAIL_BYTES = 256 * 1024  # read at most this much of a log file's end
+
+# Each flag is in `python -m snakemake --help` of snakemake 9.27.
+_FIXED_FLAGS: tuple[str, ...] = (
+    "--nolock",  # directory locks are not safe across concurrent one-job processes
+    "--ignore-incomplete",  # a killed earlier try of *this* job must not block it
+    "--no-hooks",  # onstart/onsuccess/onerror belong to whole-workflow runs
+    "--retries",
+    "0",  # Airflow owns retries; its try number arrives as --attempt
+    "--max-inventory-time",
+    "0",  # one job: skip listing input folders for an mtime cache
+    "--nocolor",  # the task log is a file, not a terminal
+    "--printshellcmds",  # the shell command is what a user debugs first
+    "--quiet",
+    "host",
+    "progress",  # drop the host banner, job-stats table and "1 of 1 steps"
+    # Last: a single-valued flag, so extra args never land in a list-valued one.
+    "--max-jobs-per-timespan",
+    "100/0s",  # the default 100/1s rate limiter adds ~1 s to every process
+)
+
+
+@dataclass(frozen=True)
+class JobInvocation:
+    """Everything needed to run one Snakemake job in a fresh process."""
+
+    snakefile: Path  # the top-level Snakefile to load
+    configfile: Path  # JSON config file passed with --configfile
+    workdir: Path  # the DAG run's folder (--directory); outputs are relative to it
+    target: str  # job spec for --target-jobs, e.g. "train:C=0.1,n=5" or "prep:"
+    rule: str  # for --allowed-rules
+    threads: int
+    attempt: int = 1  # Airflow try number -> Snakemake --attempt
+    log_files: tuple[str, ...] = ()  # the job's `log:` files, relative to workdir
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Programming errors of the caller (the plan guarantees these), not user errors.
+        if self.target.split(":", 1)[0] != self.rule:
+            raise ValueError(f"target {self.target!r} is not a job of rule {self.rule!r}")
+        if self.threads < 1 or self.attempt < 1:
+            raise ValueError(f"threads and attempt must be >= 1 for {self.target!r}")
+
+
+def snakemake_argv(inv: JobInvocation) -> list[str]:
+    """The command that runs exactly ``inv.target`` and nothing upstream of it."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(inv.snakefile.absolute()),
+        "--configfile",
+        str(inv.configfile.absolute()),
+        "--directory",
+        str(inv.workdir.absolute()),
+        "--target-jobs",
+        inv.target,
+        # Without it, missing upstream outputs would be built in this process.
+        "--allowed-rules",
+        inv.rule,
+        "--cores",
+        str(inv.threads),  # Snakemake caps a job's threads at --cores
+        "--attempt",
+        str(inv.attempt),
+        *_FIXED_FLAGS,
+        *inv.extra_args,
+    ]
+
+
+class JobProcessFailed(JobFailed):
+    """A ``JobFailed`` with the details a notifier needs as attributes."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str,
+        target: str,
+        exit_code: int | None,
+        log_tail: str,
+        output_tail: str,
+    ) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.target = target
+        self.exit_code = exit_code
+        self.log_tail = log_tail  # last lines of each existing `log:` file
+        self.output_tail = output_tail  # last lines of Snakemake's own output
+
+
+class JobProcess:
+    """One run of one Snakemake job; ``kill()`` may be called from any thread."""
+
+    def __init__(
+        self,
+        inv: JobInvocation,
+        *,
+        on_line: Callable[[str], None],
+        kill_grace: float = KILL_GRACE_SECONDS,
+    ) -> None:
+        self.inv = inv
+        self._on_line = on_line
+        self._kill_grace = kill_grace
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stop_reason: str | None = None  # set once: "was killed" / "timed out ..."
+        self._output_tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+
+    @property
+    def pid(self) -> int | None:
+        """The Snakemake process id, which is also its process group and session id."""
+        return self._proc.pid if self._proc is not None else None
+
+    def run(self, timeout: float | None = None) -> None:
+        """Run the job to completion; raise ``JobFailed`` unless it succeeded. Call it once."""
+        if self._proc is not None:
+            raise RuntimeError(f"JobProcess for {self.inv.target!r} already ran; make a new one")
+        if self._stop_reason is not None:
+            raise self._failure(None)
+        proc = subprocess.Popen(
+            snakemake_argv(self.inv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: kill() reaches grandchildren
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # lines as they happen
+        )
+        self._proc = proc
+        if self._stop_reason is not None:  # kill() raced with the start
+            self.kill()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._relay(proc, deadline, timeout)
+        except BaseException:
+            self.kill()  # a failing callback or an interrupt must not orphan the job
+            raise
+        if self._stop_reason is not None or proc.returncode != 0:
+            raise self._failure(proc.returncode)
+
+    def kill(self) -> None:
+        """SIGTERM the whole process group, SIGKILL it after a grace period.
+
+        Uses only non-blocking calls, so it is safe in a signal handler that
+        interrupted ``run()`` in the same thread.
+        """
+        if self._stop_reason is None:
+            self._stop_reason = "was killed"
+        proc = self._proc
+        if proc is None:
+            return
+        pgid = proc.pid  # a session leader's pid is its group id
+        if _gone(proc, pgid):
+            return
+        _signal_group(pgid, signal.SIGTERM)
+        if not _wait_gone(proc, pgid, self._kill_grace):
+            _signal_group(pgid, signal.SIGKILL)
+            _wait_gone(proc, pgid, _REAP_SECONDS)
+
+    def _relay(self, proc: subprocess.Popen[bytes], deadline: float | None, timeout: float | None) -> None:
+        """Pass output lines to on_line until the process exited and its output ended."""
+        assert proc.stdout is not None
+        lines: queue.Queue[str | None] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+        reader.start()
+        exited_at: float | None = None
+        while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                self._time_out(timeout)
+                deadline = None
+            got = self._emit_next(lines)
+            if got is None:
+                break  # end of output
+            if exited_at is None and proc.poll() is not None:
+                exited_at = time.monotonic()
+            if not got and exited_at is not None and time.monotonic() - exited_at > _PIPE_GRACE_SECONDS:
+                break  # Snakemake is gone but a background process of the job holds the pipe
+        self._drain(lines)
+        while proc.poll() is None:  # the output ended first; poll, never block
+            if deadline is not None and time.monotonic() >= deadline:
+                self._time_out(timeout)
+                deadline = None
+            time.sleep(_POLL_SECONDS)
+
+    def _emit_next(self, lines: queue.Queue[str | None]) -> bool | None:
+        """Forward one line if one comes soon: True if one did, None at the end of output."""
+        try:
+            line = lines.get(timeout=_POLL_SECONDS)
+        except queue.Empty:
+            return False
+        if line is None:
+            return None
+        self._emit(line)
+        return True
+
+    def _drain(self, lines: queue.Queue[str | None]) -> None:
+        while True:
+            try:
+                line = lines.get_nowait()
+            except queue.Empty:
+                return
+            if line is not None:
+                self._emit(line)
+
+    def _emit(self, line: str) -> None:
+        self._output_tail.append(line)
+        self._on_line(line)
+
+    def _time_out(self, timeout: float | None) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = f"timed out after {timeout:g} s"
+        self.kill()
+
+    def _failure(self, exit_code: int | None) -> JobProcessFailed:
+        inv = self.inv
+        log_tail = read_log_tails(inv.workdir, inv.log_files)
+        output_tail = "\n".join(self._output_tail)
+        message = _failure_message(inv, self._stop_reason, exit_code)
+        if log_tail:
+            message += "\n\n" + log_tail
+        elif output_tail:
+            message += "\n\nNo `log:` file of the job exists; Snakemake's last lines:\n" + output_tail
+        return JobProcessFailed(
+            message,
+            rule=inv.rule,
+            target=inv.target,
+            exit_code=exit_code,
+            log_tail=log_tail,
+            output_tail=output_tail,
+        )
+
+
+def read_log_tails(workdir: Path, log_files: Iterable[str], lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of each log file that exists, each under a header."""
+    parts = []
+    for name in log_files:
+        path = workdir / name
+        if not path.is_file():
+            continue
+        try:
+            tail = _tail(path, lines)
+        except OSError as err:  # an unreadable log must not hide the failure itself
+            parts.append(f"--- {name}: cannot read ({err.strerror}) ---")
+            continue
+        parts.append(f"--- last {len(tail)} lines of {name} ---\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
+def _failure_message(inv: JobInvocation, stop_reason: str | None, exit_code: int | None) -> str:
+    what = f"Snakemake job {inv.target!r} (rule {inv.rule!r}, attempt {inv.attempt})"
+    if stop_reason is not None:
+        how = f"{stop_reason}; its whole process group was stopped"
+    elif exit_code is not None and exit_code < 0:
+        how = f"was killed by signal {_signal_name(-exit_code)}"
+    else:
+        how = f"failed with exit code {exit_code}"
+    return (
+        f"{what} in {inv.workdir} {how}. Read the log tail below and the task log "
+        "above, fix the rule, its inputs or its resources, then clear the task to "
+        "run it again."
+    )
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    """Last lines of a file, reading only its end (logs can be large)."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - _TAIL_BYTES))
+        data = handle.read()
+    return data.decode("utf-8", errors="replace").splitlines()[-lines:]
+
+
+def _pump(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
+    """Reader thread: move decoded lines to the queue, then an end marker.
+
+    The thread owns the pipe and closes it: closing it from run() would block
+    while a leftover background process of the job keeps it open.
+    """
+    try:
+        for raw in stream:
+            lines.put(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+    finally:
+        lines.put(None)
+        stream.close()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(pgid, sig)
+
+
+def _wait_gone(proc: subprocess.Popen[bytes], pgid: int, seconds: float) -> bool:
+    """Poll (never block: see kill()) until no live process is left in the group."""
+    deadline = time.monotonic() + seconds
+    while not _gone(proc, pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_SECONDS)
+    return True
+
+
+def _gone(proc: subprocess.Popen[bytes], pgid: int) -> bool:
+    proc.poll()  # reap the leader if we can; a zombie leader counts as gone anyway
+    return not group_alive(pgid)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is left in the process group."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _has_live_member(pgid)
+
+
+def _has_live_member(pgid: int) -> bool:
+    # Orphaned grandchildren may stay zombies where PID 1 does not reap (containers):
+    # they count as gone. psutil ships with Airflow; without it, trust killpg.
+    try:
+        import psutil
+    except ImportError:
+        return True
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False

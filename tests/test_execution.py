@@ -1,0 +1,377 @@
+"""Running one Snakemake job in its own process, with the real Snakemake.
+
+Each test starts real ``python -m snakemake`` processes (about 1-2 s each) on
+the tiny Snakefile in ``tests/samples/execution``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+
+import psutil
+import pytest
+
+from smaker_airflow.errors import JobFailed
+from smaker_airflow.execution import (
+    JobInvocation,
+    JobProcess,
+    JobProcessFailed,
+    read_log_tails,
+    snakemake_argv,
+)
+
+SAMPLES = Path(__file__).parent / "samples" / "execution"
+SNAKEFILE = SAMPLES / "Snakefile"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path / "run"
+
+
+def make_invocation(
+    tmp_path: Path, target: str, *, threads: int = 1, slow_seconds: float = 30, **kwargs: object
+) -> JobInvocation:
+    """An invocation of one job of the sample Snakefile, with its own config file."""
+    configfile = tmp_path / "config.json"
+    configfile.write_text(json.dumps({"greeting": "hello", "slow_seconds": slow_seconds}))
+    rule = target.split(":", 1)[0]
+    return JobInvocation(
+        snakefile=SNAKEFILE,
+        configfile=configfile,
+        workdir=tmp_path / "run",
+        target=target,
+        rule=rule,
+        threads=threads,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def run_job(inv: JobInvocation, timeout: float | None = 60) -> list[str]:
+    lines: list[str] = []
+    JobProcess(inv, on_line=lines.append).run(timeout=timeout)
+    return lines
+
+
+def outputs(workdir: Path) -> set[str]:
+    """Every file under workdir except Snakemake's own bookkeeping."""
+    return {str(p.relative_to(workdir)) for p in workdir.rglob("*") if p.is_file() and ".snakemake" not in p.parts}
+
+
+def incomplete_markers(workdir: Path) -> list[Path]:
+    folder = workdir / ".snakemake" / "incomplete"
+    return list(folder.iterdir()) if folder.is_dir() else []
+
+
+def live_members(pgid: int) -> list[psutil.Process]:
+    """Processes of a process group that are still running (zombies do not count)."""
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
+
+
+def names(procs: list[psutil.Process]) -> set[str]:
+    found = set()
+    for proc in procs:
+        try:
+            found.add(proc.name())
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+class Watcher:
+    """on_line callback that acts on the job once a line containing ``marker`` arrives."""
+
+    def __init__(self, marker: str, action: Callable[[JobProcess], object]) -> None:
+        self.marker = marker
+        self.action = action
+        self.lines: list[str] = []
+        self.members_seen: list[psutil.Process] = []
+        self.names_seen: set[str] = set()
+        self.job: JobProcess | None = None
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        if self.marker in line and not self.members_seen:
+            assert self.job is not None and self.job.pid is not None
+            pgid = self.job.pid
+            # The echo runs just before the job's `sleep` starts: wait for the grandchild.
+            wait_for(lambda: "sleep" in names(live_members(pgid)))
+            self.members_seen = live_members(pgid)
+            self.names_seen = names(self.members_seen)
+            self.action(self.job)
+
+
+def assert_tree_gone(watcher: Watcher) -> None:
+    # The tree really had a grandchild (the job's `sleep`), so the check below means something.
+    assert "sleep" in watcher.names_seen, watcher.names_seen
+    assert watcher.job is not None and watcher.job.pid is not None
+    assert live_members(watcher.job.pid) == []
+    assert [p for p in watcher.members_seen if still_running(p)] == []
+
+
+def still_running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+# --- argv -------------------------------------------------------------------------------------------
+
+
+def test_argv_is_a_list_with_every_required_flag(tmp_path: Path) -> None:
+    inv = make_invocation(tmp_path, "train:sample=a,C=0.1,n=5", threads=3, attempt=2)
+    argv = snakemake_argv(inv)
+    assert argv[:3] == [sys.executable, "-m", "snakemake"]
+    pairs = {flag: argv[i + 1] for i, flag in enumerate(argv[:-1]) if flag.startswith("--")}
+    assert pairs["--target-jobs"] == "train:sample=a,C=0.1,n=5"
+    assert pairs["--allowed-rules"] == "train"
+    assert pairs["--cores"] == "3"
+    assert pairs["--attempt"] == "2"
+    assert pairs["--retries"] == "0"
+    assert pairs["--max-jobs-per-timespan"] == "100/0s"
+    assert pairs["--directory"] == str(inv.workdir.absolute())
+    for flag in ("--nolock", "--ignore-incomplete", "--no-hooks"):
+        assert flag in argv
+
+
+def test_argv_flags_exist_in_installed_snakemake(tmp_path: Path) -> None:
+    # Several of these flags are "internal use" in Snakemake's CLI: fail loudly if one goes.
+    help_text = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    inv = make_invocation(tmp_path, "prep:sample=a")
+    flags = [arg for arg in snakemake_argv(inv) if arg.startswith("--")]
+    missing = [flag for flag in flags if not re.search(rf"{re.escape(flag)}\b", help_text)]
+    assert missing == []
+
+
+def test_extra_args_come_last_after_a_single_valued_flag(tmp_path: Path) -> None:
+    inv = make_invocation(tmp_path, "prep:sample=a", extra_args=("--latency-wait", "1"))
+    argv = snakemake_argv(inv)
+    assert argv[-4:] == ["--max-jobs-per-timespan", "100/0s", "--latency-wait", "1"]
+
+
+def test_importing_the_module_imports_neither_snakemake_nor_airflow() -> None:
+    code = (
+        "import sys, smaker_airflow.execution; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('snakemake', 'airflow')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_invocation_rejects_a_target_of_another_rule(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not a job of rule 'prep'"):
+        JobInvocation(SNAKEFILE, tmp_path / "c.json", tmp_path, "train:sample=a", "prep", 1)
+
+
+# --- running one job ------------------------------------------------------------------------------
+
+
+def test_runs_only_the_target_job_with_its_threads(tmp_path: Path, workdir: Path) -> None:
+    run_job(make_invocation(tmp_path, "prep:sample=a", log_files=("logs/prep_a.log",)))
+    assert outputs(workdir) == {"data/a.txt", "logs/prep_a.log"}
+    assert (workdir / "data/a.txt").read_text() == "hello a\n"
+
+    train = make_invocation(tmp_path, "train:sample=a,C=0.1,n=5", threads=2, log_files=("logs/train_a_C=0.1,n=5.log",))
+    run_job(train)
+    model = workdir / "runs/a/C=0.1,n=5/model.txt"
+    assert model.read_text() == "threads=2 C=0.1 n=5\nhello a\n"
+    assert outputs(workdir) == {
+        "data/a.txt",
+        "logs/prep_a.log",
+        "runs/a/C=0.1,n=5/model.txt",
+        "logs/train_a_C=0.1,n=5.log",
+    }
+    assert incomplete_markers(workdir) == []
+
+
+def test_missing_upstream_output_fails_instead_of_running_upstream(tmp_path: Path, workdir: Path) -> None:
+    inv = make_invocation(tmp_path, "train:sample=b,C=1,n=2", threads=1)
+    with pytest.raises(JobFailed) as info:
+        run_job(inv)
+    assert not (workdir / "data/b.txt").exists()  # prep was not run in this process
+    assert not (workdir / "runs").exists()
+    assert isinstance(info.value, JobProcessFailed)
+    assert "MissingInputException" in info.value.output_tail
+    assert "MissingInputException" in str(info.value)  # no log file: Snakemake's tail instead
+
+
+def test_output_lines_reach_on_line_while_the_job_runs(tmp_path: Path) -> None:
+    arrivals: dict[str, float] = {}
+
+    def on_line(line: str) -> None:
+        arrivals.setdefault(line, time.monotonic())
+
+    inv = make_invocation(tmp_path, "slow:name=s", slow_seconds=2)
+    JobProcess(inv, on_line=on_line).run(timeout=60)
+    finished = time.monotonic()
+    assert "started slow s" in arrivals
+    # The line printed before `sleep 2` arrived well before the process ended.
+    assert finished - arrivals["started slow s"] > 1.5
+
+
+def test_attempt_reaches_attempt_aware_resources(tmp_path: Path, workdir: Path) -> None:
+    run_job(make_invocation(tmp_path, "attempt:name=x", attempt=3))
+    assert (workdir / "attempt/x.txt").read_text() == "30\n"
+    run_job(make_invocation(tmp_path, "attempt:name=x"))
+    assert (workdir / "attempt/x.txt").read_text() == "10\n"
+
+
+# --- failures ----------------------------------------------------------------------------------------
+
+
+def test_failure_raises_job_failed_with_the_log_tail(tmp_path: Path, workdir: Path) -> None:
+    inv = make_invocation(tmp_path, "fail:name=x", log_files=("logs/fail_x.log", "logs/absent.log"))
+    lines: list[str] = []
+    with pytest.raises(JobFailed) as info:
+        JobProcess(inv, on_line=lines.append).run(timeout=60)
+    error = info.value
+    assert isinstance(error, JobProcessFailed)
+    message = str(error)
+    assert "'fail:name=x'" in message and "rule 'fail'" in message
+    assert "exit code 1" in message
+    assert error.exit_code == 1
+    # The last 50 of the 80 lines the job wrote to its log, nothing of the missing log.
+    assert "log line 80" in error.log_tail and "log line 31\n" in error.log_tail
+    assert "log line 30\n" not in error.log_tail
+    assert "absent.log" not in error.log_tail
+    assert error.log_tail in message
+    assert "about to fail" in lines  # the job's stdout was streamed, not put in the message
+    # Snakemake deleted the half-written output; the log stays for the user.
+    assert not (workdir / "fail/x.txt").exists()
+    assert (workdir / "logs/fail_x.log").exists()
+    assert incomplete_markers(workdir) == []
+
+
+def test_read_log_tails_reads_only_the_end_of_big_logs(tmp_path: Path) -> None:
+    (tmp_path / "big.log").write_text("".join(f"line {i}\n" for i in range(200_000)))
+    tail = read_log_tails(tmp_path, ["big.log", "none.log"], lines=3)
+    assert tail == "--- last 3 lines of big.log ---\nline 199997\nline 199998\nline 199999"
+
+
+# --- stopping the job ---------------------------------------------------------------------------------
+
+
+def test_timeout_stops_the_whole_process_tree(tmp_path: Path, workdir: Path) -> None:
+    watcher = Watcher("started slow", lambda job: None)
+    job = JobProcess(make_invocation(tmp_path, "slow:name=t", slow_seconds=120), on_line=watcher)
+    watcher.job = job
+    start = time.monotonic()
+    # Long enough for Snakemake to reach the shell on a loaded machine (2 s idle, 8 s seen).
+    with pytest.raises(JobFailed, match="timed out after 12 s"):
+        job.run(timeout=12)
+    assert time.monotonic() - start < 40  # not the 120 s of the job's sleep
+    assert_tree_gone(watcher)
+    assert not (workdir / "slow/t.txt").exists()  # SIGTERM lets Snakemake clean up
+
+
+def test_kill_from_another_thread_escalates_to_sigkill(tmp_path: Path) -> None:
+    # The job ignores SIGTERM, so only the SIGKILL after the grace period stops it.
+    watcher = Watcher("started stubborn", lambda job: threading.Thread(target=job.kill).start())
+    job = JobProcess(make_invocation(tmp_path, "stubborn:name=k"), on_line=watcher, kill_grace=1)
+    watcher.job = job
+    start = time.monotonic()
+    with pytest.raises(JobFailed, match="was killed"):
+        job.run(timeout=60)
+    assert time.monotonic() - start < 20
+    assert_tree_gone(watcher)
+
+
+def test_kill_from_a_signal_handler_in_the_running_thread(tmp_path: Path) -> None:
+    # Airflow calls on_kill from a signal handler, which interrupts run() in the same thread.
+    watcher = Watcher("started slow", lambda job: signal.setitimer(signal.ITIMER_REAL, 0.3))
+    job = JobProcess(make_invocation(tmp_path, "slow:name=h"), on_line=watcher)
+    watcher.job = job
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        job.kill()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        with pytest.raises(JobFailed, match="was killed"):
+            job.run(timeout=60)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert_tree_gone(watcher)
+
+
+def test_kill_before_run_never_starts_the_job(tmp_path: Path, workdir: Path) -> None:
+    job = JobProcess(make_invocation(tmp_path, "touch:name=never"), on_line=lambda _: None)
+    job.kill()
+    with pytest.raises(JobFailed, match="was killed"):
+        job.run()
+    assert job.pid is None
+    assert not workdir.exists()
+
+
+@pytest.fixture
+def killed_mid_run(tmp_path: Path, workdir: Path) -> Iterator[Path]:
+    """A workdir where the slow job was SIGKILLed (like a lost worker) mid-run."""
+    output = workdir / "slow/m.txt"
+
+    def sigkill_the_group(job: JobProcess) -> None:
+        wait_for(output.exists)
+        assert job.pid is not None
+        os.killpg(job.pid, signal.SIGKILL)
+
+    watcher = Watcher("started slow", sigkill_the_group)
+    job = JobProcess(make_invocation(tmp_path, "slow:name=m"), on_line=watcher)
+    watcher.job = job
+    with pytest.raises(JobFailed, match="killed by signal SIGKILL"):
+        job.run(timeout=60)
+    yield output
+
+
+def test_sigkill_mid_run_leaves_partial_output_and_marker(killed_mid_run: Path, workdir: Path) -> None:
+    # The situation the next test must recover from really happens.
+    assert killed_mid_run.read_text() == "partial\n"
+    assert len(incomplete_markers(workdir)) == 1
+
+
+def test_rerun_after_sigkill_completes_and_clears_the_marker(
+    killed_mid_run: Path, tmp_path: Path, workdir: Path
+) -> None:
+    run_job(make_invocation(tmp_path, "slow:name=m", slow_seconds=0.1))
+    # One "partial": the stale partial output was removed before the job ran again.
+    assert killed_mid_run.read_text() == "partial\ncomplete\n"
+    assert incomplete_markers(workdir) == []
+
+
+def test_run_returns_when_a_background_process_keeps_the_output_open(tmp_path: Path, workdir: Path) -> None:
+    job = JobProcess(make_invocation(tmp_path, "background:name=b"), on_line=lambda _: None)
+    start = time.monotonic()
+    try:
+        job.run(timeout=60)
+        assert time.monotonic() - start < 45  # not the 60 s of the leftover `sleep`
+        assert (workdir / "background/b.txt").exists()
+        assert job.pid is not None
+        assert "sleep" in names(live_members(job.pid))  # the case this test is about
+    finally:
+        job.kill()
