@@ -203,10 +203,10 @@ def _client(args: argparse.Namespace) -> Any:
         if not (args.username and args.password):
             raise SmakerError("--url needs --username and --password (an Airflow user allowed to trigger DAGs).")
         return AirflowClient(args.url, args.username, args.password)
-    local = LocalAirflow.for_project(args.project)
-    if local.status() is None:
+    info = LocalAirflow.for_project(args.project).status()
+    if info is None:
         raise SmakerError("No local Airflow is running for this project: run `smaker-airflow up`, or pass --url.")
-    return local.client()
+    return AirflowClient(info.url, info.username, info.password)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -245,10 +245,22 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from smaker_airflow.config import load_config
     from smaker_airflow.local_airflow import LocalAirflow
 
-    info = LocalAirflow.for_project(args.project, port=args.port).up()
+    local = LocalAirflow.for_project(args.project, port=args.port)
+    info = local.up()
     console.print(f"Airflow is up at [bold]{info.url}[/] (user {info.username}, password {info.password})")
+    client = local.client()
+    for path in _configs(args, []):
+        try:
+            dag_id = load_config(path).dag_id
+            client.wait_for_dag(dag_id, timeout=180)  # the dag-processor has parsed it
+        except SmakerError as e:  # one broken config must not keep the others paused
+            err.print(f"[yellow]![/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            continue
+        client.unpause(dag_id)
+        console.print(f"  DAG {dag_id} loaded and unpaused")
     return 0
 
 
