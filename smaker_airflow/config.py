@@ -8,6 +8,7 @@ error is a ConfigError naming the file, the key and the fix.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import yaml
 from smaker_airflow.config_schema import ARM_NAME, DAG_ID, IDENTIFIER, SAFE_VALUE, SCHEMA
 from smaker_airflow.errors import ConfigError
 
+RUNS_ROOT_ENV = "SMAKER_AIRFLOW_RUNS_ROOT"
 BASE_ARM = "base"  # the single arm of a config without variants
 CRON_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
 # What the schema's patterns and types mean, in the words of the error messages.
@@ -210,7 +212,8 @@ def _build(path: Path, root: Path, raw: dict[str, Any]) -> DagConfig:
                 str(path), f"overridable.{name}", f"'{name}' is not a parameter; known: {', '.join(params)}."
             )
     _check_schedule(path, raw)
-    runs_root = Path(raw.get("runs_root", "runs"))
+    # The deployment's environment wins: the same config runs on a laptop and on a shared volume.
+    runs_root = Path(os.environ.get(RUNS_ROOT_ENV) or raw.get("runs_root", "runs"))
     return DagConfig(
         path=path,
         project_root=root,
