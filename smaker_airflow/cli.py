@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from rich.console import Console
 from rich.markup import escape
@@ -228,19 +229,25 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         conf["arms"] = [a.strip() for a in args.arms.split(",") if a.strip()]
     client = _client(args)
     run = client.trigger(args.dag_id, conf=conf)
-    console.print(f"triggered {args.dag_id} run [bold]{run['dag_run_id']}[/] state {run['state']}")
+    run_id = run["dag_run_id"]
+    # soft_wrap: run ids, URLs and the comparison table stay whole when the output is a log or a pipe.
+    console.print(f"triggered {args.dag_id} run [bold]{escape(run_id)}[/] state {run['state']}", soft_wrap=True)
+    console.print(
+        f"  {client.base_url}/dags/{quote(args.dag_id, safe='')}/runs/{quote(run_id, safe='')}", soft_wrap=True
+    )
     if not args.wait:
         return 0
-    run = client.wait_for_run(args.dag_id, run["dag_run_id"], timeout=args.timeout)
-    console.print(f"run {run['dag_run_id']} finished: [bold]{run['state']}[/]")
-    for ti in client.task_instances(args.dag_id, run["dag_run_id"]):
-        console.print(f"  {ti['task_id']}: {ti['state']}")
+    run = client.wait_for_run(args.dag_id, run_id, timeout=args.timeout)
+    console.print(f"run {escape(run_id)} finished: [bold]{run['state']}[/]", soft_wrap=True)
+    for ti in client.task_instances(args.dag_id, run_id):
+        console.print(f"  {ti['task_id']}: {ti['state']}", soft_wrap=True)
     try:
-        comparison = client.xcom(args.dag_id, run["dag_run_id"], "compare")
+        comparison = client.xcom(args.dag_id, run_id, "compare")
     except SmakerError:
         comparison = None
     if comparison:
-        console.print(comparison.get("table", comparison))
+        table = comparison.get("table", comparison) if isinstance(comparison, dict) else comparison
+        console.print(str(table), markup=False, highlight=False, soft_wrap=True)
     return 0 if run["state"] == "success" else 1
 
 
@@ -248,11 +255,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     from smaker_airflow.config import load_config
     from smaker_airflow.local_airflow import LocalAirflow
 
+    configs = _configs(args, [])  # before starting anything: a folder without configs is no project
     local = LocalAirflow.for_project(args.project, port=args.port)
     info = local.up()
     console.print(f"Airflow is up at [bold]{info.url}[/] (user {info.username}, password {info.password})")
     client = local.client()
-    for path in _configs(args, []):
+    for path in configs:
+        dag_file = args.project / "dags" / f"{path.stem}.py"
+        if not dag_file.exists():  # Airflow would never list it: do not wait for it
+            err.print(
+                f"[yellow]![/] {escape(str(path))}: no DAG file {escape(str(dag_file))}, so Airflow does not "
+                "know this DAG. Run `smaker-airflow compile` to write it (Airflow lists it within seconds; "
+                "unpause it in the UI), or `smaker-airflow down`, compile, then `up` again.",
+                highlight=False,
+                soft_wrap=True,
+            )
+            continue
         try:
             dag_id = load_config(path).dag_id
             client.wait_for_dag(dag_id, timeout=180)  # the dag-processor has parsed it
