@@ -18,6 +18,7 @@ from smaker_airflow.plan.model import Job, Plan
 
 ARMS_PARAM = "arms"
 _TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+_ARTICLES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
 
 
 def form_fields(cfg: DagConfig) -> dict[str, dict[str, Any]]:
@@ -40,17 +41,16 @@ def form_fields(cfg: DagConfig) -> dict[str, dict[str, Any]]:
         kind = _TYPES[type(values[0])]
         if len(values) == 1:
             field: dict[str, Any] = {"default": values[0], "type": kind}
-        else:  # a grid: the override gives as many values (same shape)
-            field = {
-                "default": values,
-                "type": "array",
-                "items": {"type": kind},
-                "minItems": len(values),
-                "maxItems": len(values),
-            }
+        else:
+            # A grid. No minItems/maxItems: another count changes the DAG's shape, and
+            # `prepare` refuses it with a message that says to edit the config instead.
+            field = {"default": values, "type": "array", "items": {"type": kind}}
         if kind == "string":
-            field["pattern"] = SAFE_VALUE
-        fields[name] = {**field, "title": name, "description": description or f"Parameter '{name}'."}
+            (field["items"] if len(values) > 1 else field)["pattern"] = SAFE_VALUE
+        text = description or f"Parameter '{name}'."
+        if len(values) > 1:
+            text += f" A list of {len(values)} values (the grid); for another number, edit {cfg.path.name}."
+        fields[name] = {**field, "title": name, "description": text}
     return fields
 
 
@@ -65,7 +65,9 @@ def parse_choices(
             f"{cfg.dag_id}: the run was triggered with unknown key(s) {', '.join(unknown)}; "
             f"this DAG accepts {', '.join(sorted(known))} (set `overridable:` in {cfg.path.name} to expose more)."
         )
-    arms = params.get(ARMS_PARAM) or list(cfg.variants)
+    arms = params.get(ARMS_PARAM)
+    if arms is None:  # an empty selection is refused below, not read as "every arm"
+        arms = list(cfg.variants)
     if isinstance(arms, str):
         arms = [a.strip() for a in arms.split(",") if a.strip()]
     bad = [a for a in arms if a not in cfg.variants]
@@ -92,10 +94,12 @@ def _checked(cfg: DagConfig, name: str, value: Any) -> list[Any]:
         ok_type = isinstance(v, kind) and not (kind is not bool and isinstance(v, bool))
         if kind is float and isinstance(v, int) and not isinstance(v, bool):
             ok_type = True
-        if not ok_type or not re.match(SAFE_VALUE, str(v)):
+        # fullmatch: with re.match, `$` also accepts a trailing newline ("lbfgs\n").
+        if not ok_type or not re.fullmatch(SAFE_VALUE, str(v)):
             raise OverrideError(
-                f"{cfg.dag_id}: value {v!r} for parameter '{name}' is refused: it must be a {_TYPES[kind]} made "
-                "of letters, digits and _ . + - only (values become file paths and reach shell commands)."
+                f"{cfg.dag_id}: value {v!r} for parameter '{name}' is refused: it must be {_ARTICLES[kind]} "
+                "made of letters, digits and _ . + - only, at most 64 characters (values become file paths "
+                "and reach shell commands)."
             )
     if len(values) != len(base):
         raise OverrideError(
@@ -119,7 +123,8 @@ def remap_targets(cfg: DagConfig, base: Plan, overridden: Plan, overrides: dict[
     if len(targets) != len(base.jobs) or len(overridden.jobs) != len(base.jobs):
         raise OverrideError(
             f"{cfg.dag_id}: the overrides {overrides} change the DAG's shape ({len(base.jobs)} jobs in the "
-            f"deployed DAG, {len(overridden.jobs)} with the overrides). Edit {cfg.path} instead."
+            f"deployed DAG, {len(overridden.jobs)} with the overrides: repeated grid values, or values that "
+            f"make two arms' jobs the same). Edit the config {cfg.path} instead, and let the DAG be parsed again."
         )
     return targets
 

@@ -1,0 +1,254 @@
+"""A/B comparison: each arm's metrics files -> a table, a chart and a JSON summary.
+
+The plan says which outputs hold metrics (``Job.metrics``: what a module marks
+with ``stage.metrics(...)``); a workflow that marks none (a plain Snakefile)
+is compared on its final JSON outputs. Every path is relative to the run folder.
+Nothing here imports Airflow: the `compare` task (operators/compare.py) picks
+the run's files and calls `build_comparison` and `write_comparison`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smaker_airflow.errors import SmakerError
+from smaker_airflow.plan.model import Job, Plan
+
+COMPARISON_DIR = "comparison"
+JSON_FILE = "comparison.json"
+MARKDOWN_FILE = "comparison.md"
+CHART_FILE = "comparison.png"
+
+
+@dataclass(frozen=True)
+class MetricSource:
+    """The metrics files of one final job, as seen from one arm."""
+
+    arm: str
+    task_id: str
+    wildcards: dict[str, str]
+    paths: list[str]  # relative to the run folder
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: an arm (and grid point) with its metric values."""
+
+    arm: str
+    label: str  # the arm, plus the wildcards that tell its grid points apart
+    point: dict[str, str]  # those wildcards
+    wildcards: dict[str, str]  # all of the job's wildcards
+    files: list[str]
+    values: dict[str, float]
+    difference: dict[str, float] = field(default_factory=dict)  # value - control's value
+
+
+@dataclass(frozen=True)
+class Comparison:
+    dag_id: str
+    run_id: str
+    control: str
+    arms: list[str]  # the run's selected arms
+    metrics: list[str]  # column order
+    rows: list[Row]
+    missing: list[Row]  # expected metrics that no file holds (the job failed or never ran)
+    reference: str  # how differences were computed, or why there are none
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- which files
+
+
+def metric_sources(plan: Plan, arms: list[str] | None = None) -> list[MetricSource]:
+    """Per arm (plan order), the jobs whose outputs hold its metrics, with those paths."""
+    marked = any(job.metrics for job in plan.jobs)
+    sources = []
+    for arm in arms if arms is not None else plan.variants:
+        for job in plan.jobs:
+            paths = _metric_paths(job, marked)
+            if arm in job.variants and paths:
+                sources.append(MetricSource(arm, job.task_id, dict(job.wildcards), paths))
+    return sources
+
+
+def _metric_paths(job: Job, marked: bool) -> list[str]:
+    if marked:
+        return list(job.metrics)
+    # Nothing marked (plain Snakefiles): a final JSON output is the workflow's result.
+    return [path for path in job.outputs if job.final and path.endswith(".json")]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_metrics(folder: Path, paths: list[str]) -> dict[str, float] | None:
+    """The numbers of the files (nested keys joined with "."), or None when a file is missing."""
+    values: dict[str, float] = {}
+    for relative in paths:
+        path = folder / relative
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise SmakerError(
+                f"Metrics file {path} cannot be read as JSON ({e}). The rule that writes it must write "
+                "a JSON object of numbers, e.g. {\"accuracy\": 0.91}."
+            ) from None
+        values.update(_numbers(data, prefix=""))
+    return values
+
+
+def _numbers(data: Any, prefix: str) -> dict[str, float]:
+    if isinstance(data, dict):
+        found: dict[str, float] = {}
+        for key, value in data.items():
+            found.update(_numbers(value, f"{prefix}{key}."))
+        return found
+    if isinstance(data, int | float) and not isinstance(data, bool) and math.isfinite(data):
+        return {prefix.rstrip("."): data}
+    return {}  # strings, lists, booleans: not something to subtract
+
+
+# --------------------------------------------------------------------------- the comparison
+
+
+def build_comparison(
+    folder: Path, sources: list[MetricSource], *, arms: list[str], control: str, dag_id: str, run_id: str
+) -> Comparison:
+    """Read the selected arms' metrics; the control arm first, then the others in plan order."""
+    chosen = sorted((s for s in sources if s.arm in arms), key=lambda s: s.arm != control)
+    points = _distinguishing(chosen)
+    rows: list[Row] = []
+    missing: list[Row] = []
+    for source in chosen:
+        point = {name: source.wildcards[name] for name in points[source.arm]}
+        label = " ".join([source.arm, *(f"{k}={v}" for k, v in point.items())])
+        values = read_metrics(folder, source.paths)
+        row = Row(source.arm, label, point, source.wildcards, source.paths, values or {})
+        (rows if values is not None else missing).append(row)
+    metrics = list(dict.fromkeys(name for row in rows for name in row.values))
+    rows, reference = _with_differences(rows, control)
+    return Comparison(dag_id, run_id, control, list(arms), metrics, rows, missing, reference)
+
+
+def _distinguishing(sources: list[MetricSource]) -> dict[str, list[str]]:
+    """Per arm: the wildcards whose values differ between its grid points."""
+    seen: dict[str, dict[str, set[str]]] = {}
+    for source in sources:
+        by_name = seen.setdefault(source.arm, {})
+        for name, value in source.wildcards.items():
+            by_name.setdefault(name, set()).add(value)
+    return {arm: [name for name, values in names.items() if len(values) > 1] for arm, names in seen.items()}
+
+
+def _with_differences(rows: list[Row], control: str) -> tuple[list[Row], str]:
+    baseline = [row for row in rows if row.arm == control]
+    if not baseline:
+        return rows, f"no difference column: the control arm '{control}' has no metrics in this run"
+    result = []
+    for row in rows:
+        base = _matching_control(row, baseline)
+        if row.arm == control or base is None:
+            result.append(row)
+            continue
+        difference = {m: row.values[m] - base.values[m] for m in row.values if m in base.values}
+        result.append(Row(row.arm, row.label, row.point, row.wildcards, row.files, row.values, difference))
+    return result, f"difference to the control arm '{control}'"
+
+
+def _matching_control(row: Row, baseline: list[Row]) -> Row | None:
+    """The control row of the same grid point (or the only control row)."""
+    if len(baseline) == 1:
+        return baseline[0]
+    matches = [base for base in baseline if all(row.wildcards.get(k) == v for k, v in base.point.items())]
+    return matches[0] if len(matches) == 1 else None
+
+
+# --------------------------------------------------------------------------- output
+
+
+def number(value: float) -> str:
+    """Short when that loses nothing, else the exact value."""
+    short = f"{value:.6g}"
+    return short if float(short) == value else repr(value)
+
+
+def markdown_table(comparison: Comparison) -> str:
+    header = ["arm", *(m.replace("|", "\\|") for m in comparison.metrics)]  # metric names are JSON keys
+    lines = [
+        f"**A/B comparison of {comparison.dag_id}**, run `{comparison.run_id}` ({comparison.reference}):",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in comparison.rows:
+        label = f"{row.label} (control)" if row.arm == comparison.control else row.label
+        lines.append("| " + " | ".join([label, *(_cell(row, m) for m in comparison.metrics)]) + " |")
+    for row in comparison.missing:
+        lines.append(f"| {row.label} | " + " | ".join("—" for _ in comparison.metrics) + " |")
+    if comparison.missing:
+        lines += ["", "No metrics (the job failed or did not run): " + ", ".join(
+            f"{row.label} (`{'`, `'.join(row.files)}`)" for row in comparison.missing)]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(row: Row, metric: str) -> str:
+    if metric not in row.values:
+        return "—"
+    text = number(row.values[metric])
+    if metric in row.difference:
+        text += f" ({row.difference[metric]:+.6g})"
+    return text
+
+
+def write_chart(comparison: Comparison, path: Path) -> Path:
+    """One small bar chart per metric (their scales differ), one bar per row; control in grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on workers
+    import matplotlib.pyplot as plt
+
+    metrics = comparison.metrics or ["(no metrics)"]
+    columns = min(len(metrics), 3)
+    lines = math.ceil(len(metrics) / columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.4 * lines), squeeze=False)
+    labels = [row.label for row in comparison.rows]
+    colors = [
+        "#9e9e9e" if row.arm == comparison.control else f"C{i}" for i, row in enumerate(comparison.rows)
+    ]
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        values = [row.values.get(metric, math.nan) for row in comparison.rows]
+        bars = ax.bar(range(len(values)), values, color=colors)
+        ax.bar_label(bars, labels=[number(v) if not math.isnan(v) else "" for v in values], fontsize=7)
+        ax.set_title(metric)
+        ax.margins(y=0.15)  # room for the value labels
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.set_visible(False)
+    figure.suptitle(f"{comparison.dag_id}: {comparison.run_id}", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def write_comparison(comparison: Comparison, folder: Path) -> dict[str, Any]:
+    """Write comparison/{json,md,png} in the run folder; return the JSON summary (with the table)."""
+    out = folder / COMPARISON_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(comparison)
+    files = {name: str(out / file) for name, file in
+             (("json", JSON_FILE), ("markdown", MARKDOWN_FILE), ("chart", CHART_FILE))}
+    summary = {**comparison.to_dict(), "files": files, "table": table}
+    (out / MARKDOWN_FILE).write_text(table, encoding="utf-8")
+    write_chart(comparison, out / CHART_FILE)
+    (out / JSON_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
+    return summary

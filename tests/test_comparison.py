@@ -1,0 +1,236 @@
+"""The A/B comparison: which files hold an arm's metrics, the table, the chart and the JSON summary.
+
+Metric files are written by hand here (they are the input); the plans come from the real planner
+(real Snakemake) where the wildcards matter, or are spelled out as plain `Job` data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from smaker_airflow.comparison import (
+    MetricSource,
+    build_comparison,
+    markdown_table,
+    metric_sources,
+    number,
+    read_metrics,
+    write_comparison,
+)
+from smaker_airflow.config import load_config
+from smaker_airflow.errors import SmakerError
+from smaker_airflow.plan.cache import load_plan
+from smaker_airflow.plan.model import Job, Plan
+from tests.conftest import PROJECT
+
+PREP = """
+from smaker_airflow.snakefile import Stage
+
+prep = Stage(config, "prep", uses=["size"])
+
+
+rule prep:
+    output:
+        prep.out("data.txt"),
+    shell:
+        "echo {wildcards.size} > {output}"
+"""
+FIT = """
+from smaker_airflow.snakefile import Stage
+
+fit = Stage(config, "fit", uses=["alpha"], after=["prep"])
+
+
+rule fit:
+    input:
+        fit.input("prep", "data.txt"),
+    output:
+        fit.metrics("metrics.json"),
+    shell:
+        "echo '{{\\"score\\": 1}}' > {output}"
+"""
+GRID_CONFIG = """
+dag_id: grid_ab
+workflow:
+  modules:
+    prep: workflows/prep.smk
+    fit: workflows/fit.smk
+params:
+  size: 10
+  alpha: [0.5, 2.0]
+control: control
+variants:
+  control: {}
+  alt:
+    modules:
+      fit: workflows/fit_alt.smk
+  fixed:
+    params:
+      alpha: 1.0
+"""
+
+
+def write_json(folder: Path, relative: str, data: object) -> None:
+    path = folder / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def job(task_id: str, arms: list[str], wildcards: dict[str, str], outputs: list[str], *,
+        metrics: list[str] | None = None, final: bool = True) -> Job:
+    return Job(
+        task_id=task_id, group="", rule="evaluate", wildcards=wildcards, target=f"evaluate:{task_id}",
+        inputs=[], outputs=outputs, log=[], threads=1, resources={}, retries=0, priority=0,
+        variants=arms, variant=arms[0], upstream=[], snakefile="Snakefile", metrics=metrics or [], final=final,
+    )
+
+
+def table_cells(table: str) -> dict[str, list[str]]:
+    """Row label -> its cells, from the markdown table."""
+    rows = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+
+
+@pytest.fixture(scope="module")
+def ab_plan() -> Plan:
+    return load_plan(load_config(PROJECT / "configs" / "ab_test.yaml"))
+
+
+def test_sources_are_the_marked_metrics_of_each_arm(ab_plan: Plan) -> None:
+    sources = metric_sources(ab_plan)
+    assert [s.arm for s in sources] == ["control", "forest", "strong_reg"]
+    by_arm = {s.arm: s.paths for s in sources}
+    assert by_arm["control"] == ["evaluate/train=train_logreg/n_samples~600/test_size~0.25/C~1.0/metrics.json"]
+    assert by_arm["forest"] == ["evaluate/train=train_forest/n_samples~600/test_size~0.25/n_estimators~50/metrics.json"]
+    assert by_arm["strong_reg"] == ["evaluate/train=train_logreg/n_samples~600/test_size~0.25/C~0.05/metrics.json"]
+    assert [s.arm for s in metric_sources(ab_plan, ["forest"])] == ["forest"]
+
+
+def test_unmarked_workflows_compare_their_final_json_outputs() -> None:
+    plan = Plan("plain", ["a", "b"], [
+        job("shared", ["a", "b"], {}, ["data.json"], final=False),  # not final: not a result
+        job("a_report", ["a"], {}, ["a/report.json", "a/report.html"]),
+        job("b_report", ["b"], {}, ["b/report.json"]),
+    ], {})
+    assert [(s.arm, s.paths) for s in metric_sources(plan)] == [("a", ["a/report.json"]), ("b", ["b/report.json"])]
+    marked = Plan("marked", ["a"], [job("x", ["a"], {}, ["x.json", "m.json"], metrics=["m.json"])], {})
+    assert [s.paths for s in metric_sources(marked)] == [["m.json"]]  # marks win over the JSON guess
+
+
+def test_table_numbers_equal_the_files_and_differences_are_to_control(tmp_path: Path) -> None:
+    files = {  # the plan's order; control is not first here
+        "strong_reg": {"accuracy": 0.81, "f1": 0.80, "n_test": 150},
+        "control": {"accuracy": 0.84, "f1": 0.8312, "n_test": 150, "note": "text is ignored", "ok": True},
+        "forest": {"accuracy": 0.8666667, "f1": 0.85, "n_test": 150, "extra": {"auc": 0.93}},
+    }
+    sources = []
+    for arm, data in files.items():
+        write_json(tmp_path, f"{arm}/metrics.json", data)
+        sources.append(MetricSource(arm, f"{arm}.evaluate", {"C": "1.0"}, [f"{arm}/metrics.json"]))
+    comparison = build_comparison(
+        tmp_path, sources, arms=["strong_reg", "forest", "control"], control="control", dag_id="d", run_id="r1"
+    )
+    assert [row.arm for row in comparison.rows] == ["control", "strong_reg", "forest"]  # control first
+    assert comparison.metrics == ["accuracy", "f1", "n_test", "extra.auc"]  # numbers only, nested keys joined
+    forest = comparison.rows[2]
+    assert forest.values == {"accuracy": 0.8666667, "f1": 0.85, "n_test": 150, "extra.auc": 0.93}
+    assert forest.difference == {"accuracy": 0.8666667 - 0.84, "f1": 0.85 - 0.8312, "n_test": 0}
+    assert comparison.rows[0].difference == {}
+
+    cells = table_cells(markdown_table(comparison))
+    expected: dict[str, list[float | None]] = {
+        "control (control)": [0.84, 0.8312, 150, None],
+        "strong_reg": [0.81, 0.80, 150, None],
+        "forest": [0.8666667, 0.85, 150, 0.93],
+    }
+    assert set(cells) == set(expected)
+    for label, values in expected.items():
+        for cell, value in zip(cells[label], values, strict=True):
+            if value is None:
+                assert cell == "—"
+            else:  # the number as in the file, then the difference in brackets
+                assert float(re.sub(r" \(.*\)$", "", cell)) == value, (label, cell)
+    assert cells["forest"][0] == "0.8666667 (+0.0266667)"  # exact value, rounded difference
+    assert cells["strong_reg"][1] == "0.8 (-0.0312)"
+
+
+def test_missing_arm_and_absent_control(tmp_path: Path) -> None:
+    write_json(tmp_path, "forest/m.json", {"accuracy": 0.9})
+    sources = [
+        MetricSource("control", "c", {}, ["control/m.json"]),  # its job failed: no file
+        MetricSource("forest", "f", {}, ["forest/m.json"]),
+    ]
+    comparison = build_comparison(tmp_path, sources, arms=["control", "forest"], control="control", dag_id="d",
+                                  run_id="r")
+    assert [row.arm for row in comparison.rows] == ["forest"]
+    assert [row.arm for row in comparison.missing] == ["control"]
+    assert comparison.rows[0].difference == {}
+    assert "control arm 'control' has no metrics" in comparison.reference
+    table = markdown_table(comparison)
+    assert "No metrics (the job failed or did not run): control (`control/m.json`)" in table
+    # Arms that are not selected for the run are not read at all.
+    only = build_comparison(tmp_path, sources, arms=["forest"], control="control", dag_id="d", run_id="r")
+    assert [row.arm for row in only.rows] == ["forest"] and only.missing == []
+
+
+def test_grid_points_are_labelled_and_compared_point_by_point(tmp_path: Path) -> None:
+    """Real plan of a grid: one row per (arm, grid point), labelled with the wildcards that differ."""
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    (workflows / "prep.smk").write_text(PREP)
+    (workflows / "fit.smk").write_text(FIT)
+    (workflows / "fit_alt.smk").write_text(FIT.replace("rule fit:", "rule fit_alt:"))
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "grid.yaml").write_text(GRID_CONFIG)
+    plan = load_plan(load_config(tmp_path / "configs" / "grid.yaml"))
+    sources = metric_sources(plan)
+    scores = {"control": {"0.5": 0.5, "2.0": 0.6}, "alt": {"0.5": 0.7, "2.0": 0.65}, "fixed": {"1.0": 0.55}}
+    for source in sources:
+        write_json(tmp_path, source.paths[0], {"score": scores[source.arm][source.wildcards["alpha"]]})
+
+    comparison = build_comparison(tmp_path, sources, arms=list(plan.variants), control="control", dag_id="grid_ab",
+                                  run_id="r")
+    labels = [row.label for row in comparison.rows]
+    assert labels == ["control alpha=0.5", "control alpha=2.0", "alt alpha=0.5", "alt alpha=2.0", "fixed"]
+    diff = {row.label: row.difference.get("score") for row in comparison.rows}
+    assert diff["alt alpha=0.5"] == pytest.approx(0.2) and diff["alt alpha=2.0"] == pytest.approx(0.05)
+    # `fixed` has alpha=1.0, no control grid point matches it: no difference rather than a wrong one.
+    assert diff["fixed"] is None
+    assert set(table_cells(markdown_table(comparison))) == {
+        "control alpha=0.5 (control)", "control alpha=2.0 (control)", "alt alpha=0.5", "alt alpha=2.0", "fixed"
+    }
+
+
+def test_written_files_and_summary(tmp_path: Path) -> None:
+    write_json(tmp_path, "a.json", {"accuracy": 0.5, "loss": 1.25})
+    write_json(tmp_path, "b.json", {"accuracy": 0.75, "loss": 0.5})
+    sources = [MetricSource("a", "a", {}, ["a.json"]), MetricSource("b", "b", {}, ["b.json"])]
+    comparison = build_comparison(tmp_path, sources, arms=["a", "b"], control="a", dag_id="d", run_id="r")
+    summary = write_comparison(comparison, tmp_path)
+
+    out = tmp_path / "comparison"
+    assert json.loads((out / "comparison.json").read_text()) == summary
+    assert (out / "comparison.md").read_text() == summary["table"]
+    png = (out / "comparison.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    assert summary["rows"][1]["difference"] == {"accuracy": 0.25, "loss": -0.75}
+    assert summary["files"]["chart"] == str(out / "comparison.png")
+    assert "| b | 0.75 (+0.25) | 0.5 (-0.75) |" in summary["table"]
+
+
+def test_unreadable_metrics_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "m.json").write_text("accuracy: 0.9")
+    with pytest.raises(SmakerError, match=r"m\.json cannot be read as JSON .*JSON object of numbers"):
+        read_metrics(tmp_path, ["m.json"])
+    assert read_metrics(tmp_path, ["absent.json"]) is None
+
+
+def test_number_is_short_unless_that_loses_digits() -> None:
+    assert number(0.853333) == "0.853333"
+    assert number(150) == "150"
+    assert number(0.1 + 0.2) == "0.30000000000000004"
+    assert number(1234567.0) == "1234567.0"
