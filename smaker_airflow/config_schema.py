@@ -141,7 +141,19 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {
                 "pool": {"type": "string", "description": "a job with N threads takes N slots of it"},
-                "gpu_queue": {"type": "string"},
+                "gpu_queue": {"type": "string", "description": "queue of jobs with a gpu resource (default: gpu)"},
+                "kubernetes": {
+                    "type": ["object", "null"],
+                    "description": "KubernetesExecutor: each job's pod requests its threads, memory, disk, GPUs",
+                    "additionalProperties": False,
+                    "properties": {
+                        "image": _text,
+                        "volume_claim": {**_text, "description": "ReadWriteMany PVC holding runs_root"},
+                        "mount_path": {"type": "string", "pattern": "^/", "description": "default: runs_root"},
+                        "gpu_resource": {**_text, "description": "default: nvidia.com/gpu"},
+                    },
+                    "dependentRequired": {"mount_path": ["volume_claim"]},
+                },
             },
         },
         "alerts": {

@@ -10,6 +10,7 @@ nor Airflow is imported here: the work happens in the child process.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import queue
 import signal
@@ -27,7 +28,10 @@ from smaker_airflow.errors import JobFailed
 
 LOG_TAIL_LINES = 50  # lines kept from each `log:` file for the failure message
 OUTPUT_TAIL_LINES = 50  # lines of Snakemake's own output kept for notifiers
-KILL_GRACE_SECONDS = 5.0  # SIGTERM -> SIGKILL delay
+# SIGTERM -> SIGKILL delay. Below the 5 s after which Airflow's task supervisor SIGKILLs a task
+# process that got SIGTERM: on_kill must send its own SIGKILL before that, or a job that ignores
+# SIGTERM outlives the task (its group is a session of its own).
+KILL_GRACE_SECONDS = 3.0
 _REAP_SECONDS = 2.0  # how long to wait for the group to vanish after SIGKILL
 _PIPE_GRACE_SECONDS = 1.0  # after exit, how long a leftover pipe holder may delay us
 _POLL_SECONDS = 0.05
@@ -96,6 +100,12 @@ def snakemake_argv(inv: JobInvocation) -> list[str]:
         str(inv.threads),  # Snakemake caps a job's threads at --cores
         "--attempt",
         str(inv.attempt),
+        # A rule's `retries:` beats --retries 0 and would retry inside this process; declaring
+        # the rule preemptible with 0 retries is Snakemake's one switch that overrides it.
+        "--preemptible-rules",
+        inv.rule,
+        "--preemptible-retries",
+        "0",
         *_FIXED_FLAGS,
         *inv.extra_args,
     ]
@@ -150,6 +160,11 @@ class JobProcess:
             raise RuntimeError(f"JobProcess for {self.inv.target!r} already ran; make a new one")
         if self._stop_reason is not None:
             raise self._failure(None)
+        for pgid in stop_leftovers(self.inv, self._kill_grace):
+            self._emit(
+                f"Stopped Snakemake process group {pgid}: an earlier try of {self.inv.target} in this run "
+                "folder was still running (its task process was killed without stopping it)."
+            )
         proc = subprocess.Popen(
             snakemake_argv(self.inv),
             stdin=subprocess.DEVNULL,
@@ -260,6 +275,40 @@ class JobProcess:
             log_tail=log_tail,
             output_tail=output_tail,
         )
+
+
+def stop_leftovers(inv: JobInvocation, grace: float = KILL_GRACE_SECONDS) -> list[int]:
+    """Stop Snakemake processes of earlier tries of this very job; return their process groups.
+
+    A try whose task process died by SIGKILL (the OOM killer, a supervisor's escalation)
+    never ran on_kill, and its Snakemake, in a session of its own, runs on: beside the
+    next try it would write the same outputs. It is found by its command line (same run
+    folder, same target). Only this machine is searched.
+    """
+    try:
+        import psutil
+    except ImportError:  # psutil ships with Airflow; without it, nothing to find
+        return []
+    groups = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and _is_try_of(proc.info["cmdline"] or [], inv):
+            groups.append(proc.pid)  # a session leader: its pid is its group id
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, _REAP_SECONDS)):
+        for pgid in groups:
+            if group_alive(pgid):
+                _signal_group(pgid, sig)
+        deadline = time.monotonic() + wait
+        while any(group_alive(g) for g in groups) and time.monotonic() < deadline:
+            time.sleep(_POLL_SECONDS)
+    return groups
+
+
+def _is_try_of(cmdline: list[str], inv: JobInvocation) -> bool:
+    """Whether a command line is `snakemake_argv` of this job: same run folder and target."""
+    if cmdline[1:3] != ["-m", "snakemake"]:
+        return False
+    flags = dict(itertools.pairwise(cmdline[3:]))  # each argument -> the one after it
+    return flags.get("--directory") == str(inv.workdir.absolute()) and flags.get("--target-jobs") == inv.target
 
 
 def read_log_tails(workdir: Path, log_files: Iterable[str], lines: int = LOG_TAIL_LINES) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
-from smaker_airflow import docs
+from smaker_airflow import alerting, docs, production, resources
 from smaker_airflow.config import DagConfig
 from smaker_airflow.operators.compare import add_compare_task
 from smaker_airflow.operators.job import SnakemakeJobOperator
@@ -44,7 +44,7 @@ def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
             upstream = [tasks[t] for t in job.upstream] or [prepare]
             for task in upstream:
                 task >> tasks[job.task_id]
-        # hook: production tasks after the jobs (quality gate, publish, assets)
+        production.attach(dag, cfg, plan, tasks)
         add_compare_task(cfg, plan, tasks)
     return dag
 
@@ -68,7 +68,7 @@ def dag_arguments(cfg: DagConfig, plan: Plan) -> dict[str, Any]:
         "params": {name: Param(**spec) for name, spec in form_fields(cfg).items()},
         "default_args": default_args(cfg),
         "doc_md": docs.dag_doc(cfg, plan),
-        # hook: DAG-level alerting (notifier callbacks, deadline)
+        **alerting.dag_arguments(cfg),
     }
 
 
@@ -85,7 +85,9 @@ def default_args(cfg: DagConfig) -> dict[str, Any]:
     for key in ("pool", "queue"):
         if key in defaults:
             args[key] = defaults[key]
-    # hook: task-level alerting (on_failure/on_retry/on_success notifiers)
+    args.update(alerting.task_arguments(cfg))
+    # The shared runs volume on every task's pod (KubernetesExecutor); a job's own pod override wins.
+    args.update(resources.default_task_resources(cfg))
     return args
 
 
@@ -99,5 +101,5 @@ def task_arguments(cfg: DagConfig, job: Job) -> dict[str, Any]:
     runtime = job.resources.get("runtime")
     if isinstance(runtime, int) and runtime > 0:
         args["execution_timeout"] = timedelta(minutes=runtime)  # Snakemake's runtime is in minutes
-    # hook: threads/resources -> pool slots, queue, Kubernetes executor_config
+    args.update(resources.task_resources(cfg, job))  # pool slots, GPU queue, Kubernetes pod
     return args

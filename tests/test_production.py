@@ -1,0 +1,385 @@
+"""Daily retraining in a real Airflow: run dates, backfill folders, quality gate, publish, provenance, assets.
+
+One module fixture runs the same small DAG three times with `dag.test()`:
+1. logical date 2026-11-01, model quality 0.80: passes the gate (nothing in production yet), published;
+2. logical date 2026-11-02, quality 0.70: a regression, the gate fails, nothing promoted;
+3. a manual run with no logical date, quality 0.85: better, published.
+The tests read what those runs left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smaker_airflow.config import load_config
+from smaker_airflow.errors import ConfigError, SmakerError
+from smaker_airflow.operators.publish import promote, prune
+from smaker_airflow.plan.cache import load_plan
+from smaker_airflow.production import select_artifacts
+from smaker_airflow.render import build_dag
+from tests.conftest import load_dag
+from tests.notifications.test_webhook import HttpRecorder, start_recorder
+
+TOY_MODULE = """
+from smaker_airflow.snakefile import Stage
+
+train = Stage(config, "train", uses=["C"])
+evaluate = Stage(config, "evaluate", after=["train"])
+
+
+rule train:
+    output: train.out("model.pkl")
+    params: C=train.param("C"), run_date=config["run_date"]
+    log: train.log("train.log")
+    shell: "echo 'model C={params.C} trained on {params.run_date}' > {output}; echo ok > {log}"
+
+
+rule evaluate:
+    input: evaluate.input("train", "model.pkl")
+    output: evaluate.metrics("metrics.json")
+    params: quality=config["quality_file"], run_date=config["run_date"]
+    run:
+        import json
+        quality = float(open(params.quality).read())
+        with open(output[0], "w") as out:
+            json.dump({"accuracy": quality, "run_date": params.run_date}, out)
+"""
+
+CONSUMER_DAG = """
+from airflow.sdk import DAG, Asset
+
+with DAG("toy_consumer", schedule=[Asset(uri={uri!r})], start_date=None, catchup=False):
+    pass
+"""
+
+
+def toy_config(hooks: str, quality_file: Path, params: str = "C: 1.0") -> str:
+    return f"""
+dag_id: toy_prod
+schedule: "@daily"
+start_date: 2026-10-01
+catchup: false
+workflow:
+  modules:
+    toy: workflows/toy.smk
+params:
+  {params}
+config:
+  quality_file: {quality_file}
+defaults:
+  retries: 0
+alerts:
+  on_failure: [{{type: webhook, url: "{hooks}/failure"}}]
+  on_success: [{{type: webhook, url: "{hooks}/success"}}]
+quality_gate:
+  min: {{accuracy: 0.6}}
+  no_regression: {{accuracy: 0.02}}
+publish:
+  to: production/toy
+"""
+
+
+@dataclass
+class Runs:
+    project: Path
+    runs: list[Any]  # the three DagRuns
+    folders: list[Path]  # their run folders
+    current_after: list[str]  # where `current` pointed after each run
+    web: HttpRecorder
+    states: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def publish_dir(self) -> Path:
+        return self.project / "production" / "toy"
+
+
+def _scratch_project(prefix: str) -> Path:
+    dags = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    dags.mkdir(exist_ok=True)
+    project = Path(tempfile.mkdtemp(prefix=prefix, dir=dags))
+    (project / "configs").mkdir()
+    (project / "workflows").mkdir()
+    (project / "workflows" / "toy.smk").write_text(TOY_MODULE)
+    return project
+
+
+def _unpause(dag_id: str) -> None:
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.query(DagModel).filter(DagModel.dag_id == dag_id).update({"is_paused": False})
+
+
+@pytest.fixture(scope="module")
+def runs(airflow_db: Path) -> Iterator[Runs]:
+    web = start_recorder()
+    project = _scratch_project("scratch-prod-")
+    quality = project / "quality.txt"
+    dag = load_dag(project, "toy_prod", toy_config(web.url, quality))
+    published_model = (project / "production" / "toy" / "current" / "model.pkl").as_uri()
+    (project / "dags" / "toy_consumer.py").write_text(CONSUMER_DAG.format(uri=published_model))
+    done = Runs(project, [], [], [], web)
+    plan = [(datetime(2026, 11, 1, tzinfo=UTC), "0.80"), (datetime(2026, 11, 2, tzinfo=UTC), "0.70"), (None, "0.85")]
+    for logical_date, value in plan:
+        quality.write_text(value)
+        run = dag.test(logical_date=logical_date)
+        done.runs.append(run)
+        done.states.append({ti.task_id: ti.state for ti in run.get_task_instances()})
+        done.folders.append(project / "runs" / "toy_prod" / run.run_id.replace(":", "_").replace("+", "_"))
+        current = done.publish_dir / "current"
+        done.current_after.append(os.readlink(current) if current.is_symlink() else "")
+        _unpause("toy_consumer")  # registered by the first run's parse; paused at creation
+    yield done
+    web.server.shutdown()
+    web.server.server_close()
+    shutil.rmtree(project, ignore_errors=True)
+
+
+def _run_date(folder: Path) -> str:
+    return str(json.loads((folder / ".smaker" / "config-base.json").read_text())["run_date"])
+
+
+@pytest.mark.slow
+def test_scheduled_run_trains_on_its_logical_date(runs: Runs) -> None:
+    assert runs.runs[0].state == "success"
+    folder = runs.folders[0]
+    assert _run_date(folder) == "2026-11-01"
+    assert (folder / "train/C~1.0/model.pkl").read_text() == "model C=1.0 trained on 2026-11-01\n"
+
+
+@pytest.mark.slow
+def test_backfill_of_two_dates_gives_two_folders(runs: Runs) -> None:
+    first, second = runs.folders[:2]
+    assert first != second and first.is_dir() and second.is_dir()
+    for folder, day in ((first, "2026-11-01"), (second, "2026-11-02")):
+        assert _run_date(folder) == day
+        assert json.loads((folder / "evaluate/C~1.0/metrics.json").read_text())["run_date"] == day
+        assert (folder / "train/C~1.0/model.pkl").read_text().endswith(f"trained on {day}\n")
+
+
+@pytest.mark.slow
+def test_manual_run_without_logical_date_uses_the_trigger_date(runs: Runs) -> None:
+    run = runs.runs[2]
+    assert run.logical_date is None and run.state == "success"
+    assert _run_date(runs.folders[2]) == run.run_after.astimezone(UTC).date().isoformat()
+
+
+@pytest.mark.slow
+def test_gate_blocks_a_worse_model_with_metrics_side_by_side(runs: Runs) -> None:
+    assert runs.runs[1].state == "failed"
+    assert runs.states[1]["quality_gate"] == "failed" and runs.states[1]["publish"] == "upstream_failed"
+    assert runs.current_after[1] == runs.current_after[0]  # production untouched
+    [alert] = [r.body for r in runs.web.requests if r.path == "/failure"]  # the gate's task alert, once
+    assert alert["task_id"] == "quality_gate" and alert["run_id"] == runs.runs[1].run_id
+    assert "QualityGateFailed" in alert["error"] and "not promoted" in alert["error"]
+    row = next(line for line in alert["error"].splitlines() if line.startswith("accuracy"))
+    assert row.split()[:3] == ["accuracy", "0.7", "0.8"]  # new, production side by side
+    assert ">= 0.6, drop <= 0.02 vs production" in row and "FAIL: below production by 0.1" in row
+
+
+@pytest.mark.slow
+def test_gate_lets_a_better_model_through(runs: Runs) -> None:
+    assert runs.states[0]["quality_gate"] == runs.states[2]["quality_gate"] == "success"
+    versions = sorted(p.name for p in (runs.publish_dir / "versions").iterdir())
+    assert len(versions) == 2 and runs.current_after[2] == f"versions/{versions[1]}" != runs.current_after[0]
+    current = runs.publish_dir / "current"
+    assert json.loads((current / "metrics.json").read_text())["accuracy"] == 0.85
+    assert (current / "model.pkl").read_bytes() == (runs.folders[2] / "train/C~1.0/model.pkl").read_bytes()
+    assert sorted(p.name for p in current.iterdir()) == ["metrics.json", "model.pkl", "provenance.json"]
+
+
+@pytest.mark.slow
+def test_published_model_carries_its_provenance(runs: Runs) -> None:
+    record = json.loads((runs.publish_dir / "current" / "provenance.json").read_text())
+    run = runs.runs[2]
+    assert record["dag_id"] == "toy_prod" and record["run_id"] == run.run_id
+    assert record["run_date"] == _run_date(runs.folders[2]) and record["logical_date"] is None
+    config = runs.project / "configs" / "toy_prod.yaml"
+    assert record["config"] == {
+        "path": "configs/toy_prod.yaml",
+        "sha256": hashlib.sha256(config.read_bytes()).hexdigest(),
+    }
+    assert record["params"] == {"C": [1.0]} and record["overrides"] == {}
+    module = runs.project / "workflows" / "toy.smk"
+    assert record["code"]["workflows/toy.smk"] == hashlib.sha256(module.read_bytes()).hexdigest()
+    assert any(path.endswith("entry.smk") for path in record["code"])
+    for package in ("snakemake", "apache-airflow", "scikit-learn"):
+        assert record["packages"][package] == version(package)
+    assert "smaker-airflow" in record["packages"]
+    model = runs.publish_dir / "current" / "model.pkl"
+    assert record["files"]["model.pkl"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    gate = record["quality_gate"]
+    assert gate["passed"] and gate["results"][0]["production"] == f"version {runs.current_after[0].split('/')[1]}"
+
+
+@pytest.mark.slow
+def test_success_alert_once_per_successful_run(runs: Runs) -> None:
+    success = [r.body for r in runs.web.requests if r.path == "/success"]
+    assert [b["run_id"] for b in success] == [runs.runs[0].run_id, runs.runs[2].run_id]
+    assert success[0]["event"] == "success" and success[0]["run_date"] == "2026-11-01"
+
+
+@pytest.mark.slow
+def test_published_model_and_final_outputs_are_assets(runs: Runs) -> None:
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    model_uri = (runs.publish_dir / "current" / "model.pkl").as_uri()
+    with create_session() as session:
+
+        def events(uri: str) -> list[Any]:
+            return (
+                session.query(AssetEvent)
+                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                .filter(AssetModel.uri == uri)
+                .order_by(AssetEvent.id)
+                .all()
+            )
+
+        published = events(model_uri)
+        assert [e.source_run_id for e in published] == [runs.runs[0].run_id, runs.runs[2].run_id]
+        assert published[1].extra["version"] == runs.current_after[2].split("/")[1]
+        assert len(events("x-smaker://toy_prod/evaluate/C~1.0/metrics.json")) == 3  # every run's final output
+        # A DAG scheduled on the published model is queued by the publish of run 3.
+        consumer = session.query(AssetDagRunQueue).filter(AssetDagRunQueue.target_dag_id == "toy_consumer").all()
+        assert len(consumer) == 1
+
+
+# --- without Airflow runs ----------------------------------------------------------------------
+
+
+def test_readers_never_see_half_a_model(tmp_path: Path) -> None:
+    """Promote 15 versions of a 4 MB model while a reader keeps reading `current`."""
+    publish, sources = tmp_path / "prod", tmp_path / "src"
+    sources.mkdir()
+    size = 4 * 1024 * 1024
+    problems: list[str] = []
+    reads = 0
+    stop = threading.Event()
+
+    def reader() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            current = publish / "current"
+            if not current.exists():
+                continue
+            version_dir = Path(os.path.realpath(current))  # one version for both files
+            model = (version_dir / "model.pkl").read_bytes()
+            metrics = json.loads((version_dir / "metrics.json").read_text())
+            if len(model) != size or model.count(model[:1]) != size or model[0] != metrics["v"]:
+                problems.append(f"version {version_dir.name}: {len(model)} bytes")
+            reads += 1
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for v in range(15):
+            (sources / "model.pkl").write_bytes(bytes([v]) * size)
+            (sources / "metrics.json").write_text(json.dumps({"v": v}))
+            files = {"model.pkl": sources / "model.pkl", "metrics.json": sources / "metrics.json"}
+            promote(publish, files, {"v": v}, f"v{v:02d}")
+    finally:
+        stop.set()
+        thread.join()
+    assert not problems and reads > 0
+    assert os.readlink(publish / "current") == "versions/v14"
+    assert json.loads((publish / "current" / "provenance.json").read_text()) == {"v": 14}
+    assert not [p for p in (publish / "versions").iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_same_version_name_twice_and_pruning(tmp_path: Path) -> None:
+    source = tmp_path / "model.pkl"
+    source.write_text("m")
+    publish = tmp_path / "prod"
+    first = promote(publish, {"model.pkl": source}, {}, "2026-11-01__run")
+    again = promote(publish, {"model.pkl": source}, {}, "2026-11-01__run")  # the publish task re-ran
+    assert (first.name, again.name) == ("2026-11-01__run", "2026-11-01__run.2")
+    day2 = promote(publish, {"model.pkl": source}, {}, "2026-11-02__run")
+    day3 = promote(publish, {"model.pkl": source}, {}, "2026-11-03__run")
+    for age, folder in enumerate([first, again, day2, day3]):  # oldest first, whatever the clock resolution
+        os.utime(folder, (1e9 + age, 1e9 + age))
+    assert prune(publish, keep=3) == [first]
+    os.utime(day3, (1e8, 1e8))  # the current version is now the oldest: still kept
+    assert prune(publish, keep=1) == [again]
+    assert sorted(p.name for p in (publish / "versions").iterdir()) == [day2.name, day3.name]
+    assert (publish / "current").resolve() == day3.resolve()
+
+
+def test_current_must_be_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "prod" / "current").mkdir(parents=True)
+    source = tmp_path / "model.pkl"
+    source.write_text("m")
+    with pytest.raises(SmakerError, match="not a symlink"):
+        promote(tmp_path / "prod", {"model.pkl": source}, {}, "v1")
+
+
+def test_grid_keeps_run_paths_and_gate_needs_metrics(tmp_path: Path) -> None:
+    project = tmp_path
+    (project / "configs").mkdir()
+    (project / "workflows").mkdir()
+    (project / "workflows" / "toy.smk").write_text(TOY_MODULE)
+    text = toy_config("http://127.0.0.1:9", project / "q.txt", params="C: [0.1, 1.0]")  # no alert is sent here
+    config = project / "configs" / "toy_prod.yaml"
+    config.write_text(text)
+    cfg = load_config(config)
+    plan = load_plan(cfg)
+    names = sorted((a.name, a.metrics) for a in select_artifacts(cfg, plan))
+    assert names == [
+        ("evaluate/C~0.1/metrics.json", True),
+        ("evaluate/C~1.0/metrics.json", True),
+        ("train/C~0.1/model.pkl", False),
+        ("train/C~1.0/model.pkl", False),
+    ]
+    dag = build_dag(cfg, plan)
+    assert dag.get_task("publish").upstream_task_ids == {"quality_gate"}
+    assert dag.get_task("quality_gate").upstream_task_ids == {j.task_id for j in plan.jobs if j.rule == "evaluate"}
+
+    config.write_text(text.split("publish:")[0])  # no_regression without a production folder
+    cfg = load_config(config)
+    with pytest.raises(ConfigError, match=r"needs `publish\.to`") as info:
+        build_dag(cfg, load_plan(cfg))
+    assert info.value.key == "quality_gate.no_regression"
+
+    config.write_text(text.replace("quality_gate:", "quality_gate:\n  metrics: [scores.json]"))
+    cfg = load_config(config)
+    with pytest.raises(ConfigError, match="write no metrics file") as info:
+        select_artifacts(cfg, load_plan(cfg))
+    assert info.value.key == "quality_gate"
+
+
+def test_rule_retries_are_left_to_airflow(tmp_path: Path) -> None:
+    from smaker_airflow.errors import JobFailed
+    from smaker_airflow.execution import JobInvocation, JobProcess
+
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(
+        'rule flaky:\n    output: "f.txt"\n    retries: 1\n'
+        "    resources: n=lambda wildcards, attempt: attempt\n"
+        '    shell: "if [ {resources.n} -lt 2 ]; then exit 1; fi; touch {output}"\n'
+    )
+    (tmp_path / "config.json").write_text("{}")
+    invocation = JobInvocation(
+        snakefile=snakefile,
+        configfile=tmp_path / "config.json",
+        workdir=tmp_path,
+        target="flaky:",
+        rule="flaky",
+        threads=1,
+        attempt=1,
+    )
+    with pytest.raises(JobFailed):  # try 1 of Airflow must be attempt 1 of Snakemake, and fail
+        JobProcess(invocation, on_line=lambda line: None).run()
