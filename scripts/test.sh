@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 .venv/bin/ruff check smaker_airflow tests bench dags
 .venv/bin/mypy
-exec .venv/bin/pytest -p no:cacheprovider "$@"
+# Three workers: most test time is waiting on Snakemake and Airflow processes; each worker
+# has its own AIRFLOW_HOME and SQLite DB (tests/conftest.py). A file stays on one worker.
+exec .venv/bin/pytest -p no:cacheprovider -n 3 --dist loadfile --durations=20 "$@"
