@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-.venv/bin/ruff check smaker_airflow tests bench dags
+.venv/bin/ruff check .
 .venv/bin/mypy
 # Three workers: most test time is waiting on Snakemake and Airflow processes; each worker
 # has its own AIRFLOW_HOME and SQLite DB (tests/conftest.py). A file stays on one worker.
