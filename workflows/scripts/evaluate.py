@@ -16,7 +16,7 @@ metrics = {
     "accuracy": round(float(accuracy_score(y_test, predicted)), 6),
     "f1": round(float(f1_score(y_test, predicted)), 6),
     "roc_auc": round(float(roc_auc_score(y_test, model.predict_proba(X_test)[:, 1])), 6),
-    "n_test": int(len(y_test)),
+    "n_test": len(y_test),
 }
 with open(snakemake.output[0], "w") as out:
     json.dump(metrics, out, indent=2, sort_keys=True)
