@@ -105,6 +105,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
+        if isinstance(e, yaml.constructor.ConstructorError):
+            # e.g. `!!python/object`: a config is data only, never code.
+            raise ConfigError(
+                str(path), where, f"{problem}: configs are plain data; remove the `!!` tag and write the value."
+            ) from None
         raise ConfigError(str(path), where, f"invalid YAML: {problem}. Fix the syntax there.") from None
     except ValueError as e:  # YAML reads 2026-13-01 as a date and fails without saying where
         raise _unreadable_value(path, text, e) from None

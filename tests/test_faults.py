@@ -1,0 +1,793 @@
+"""Faults a production run must survive, with the real Snakemake and the real Airflow.
+
+In-process runs (``dag.test()``): a job whose Snakemake process is SIGKILLed mid-run
+(the task fails, its retry completes), a job that leaves half an output and fails (no
+partial output is kept), and run folders that cannot be written (full disk, read-only
+disk, a file in the way: ``prepare`` fails with a clear message and nothing is published).
+
+A real local Airflow (api-server, scheduler, dag-processor; LocalExecutor), started once
+per session and shared with tests/test_load.py and tests/test_security.py: two runs at
+once plus a backfill (separate run folders), a task marked failed over REST and a task
+that overruns its ``runtime`` (no process left behind), and the scheduler SIGKILLed
+mid-run and restarted (the run completes). docs/errors.md, "Faults, security and load",
+lists them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from smaker_airflow import runs
+from smaker_airflow.config import load_config
+from smaker_airflow.execution import JobInvocation, JobProcess, group_alive, snakemake_argv, stop_leftovers
+from smaker_airflow.loader import dag_file_text
+from smaker_airflow.local_airflow import LocalAirflow
+from smaker_airflow.plan.cache import load_plan
+from smaker_airflow.rest import AirflowClient
+from tests.conftest import load_dag
+
+SAMPLE_SNAKEFILE = Path(__file__).parent / "samples" / "execution" / "Snakefile"
+
+# --- helpers shared with test_load.py and test_security.py ---------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, poll: float = 0.5) -> float:
+    """Poll until check() holds; return the seconds it took."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout, f"{what} did not happen within {timeout:g} s"
+        time.sleep(poll)
+    return time.monotonic() - start
+
+
+def incomplete_markers(folder: Path) -> list[Path]:
+    markers = folder / ".snakemake" / "incomplete"
+    return list(markers.iterdir()) if markers.is_dir() else []
+
+
+def processes_in(folder: Path) -> list[str]:
+    """Live processes that run inside the folder or name it on their command line ("pid cmdline").
+
+    Snakemake gets the run folder as --directory and chdirs there; its shell and the
+    job's commands inherit that working directory.
+    """
+    needle = str(folder)
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd", "status"]):
+        if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        cwd = proc.info["cwd"] or ""
+        if needle in cmdline or cwd == needle or cwd.startswith(needle + os.sep):
+            found.append(f"{proc.pid} {cmdline}")
+    return found
+
+
+def stop_processes_in(folder: Path) -> None:
+    """Cleanup after a failed check: stop the process groups of whatever still runs in the folder."""
+    groups = {_pgid(int(line.split()[0])) for line in processes_in(folder)}
+    _kill_groups({g for g in groups if g is not None and g != os.getpgrp()})
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def max_overlap(intervals: Iterable[tuple[datetime, datetime]]) -> int:
+    """The largest number of intervals open at one instant (one ending as another starts: no overlap)."""
+    events = sorted((moment, step) for start, end in intervals for moment, step in ((start, 1), (end, -1)))
+    open_now = peak = 0
+    for _, step in events:  # at equal times -1 sorts first
+        open_now += step
+        peak = max(peak, open_now)
+    return peak
+
+
+def when(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def interval(row: dict[str, Any]) -> tuple[datetime, datetime]:
+    """Start and end of a DAG run or task instance as the REST API reports them."""
+    return when(row["start_date"]), when(row["end_date"])
+
+
+@dataclass
+class Server:
+    """A running local Airflow and the project whose dags/ folder it parses."""
+
+    local: LocalAirflow
+    project: Path
+    client: AirflowClient
+    seconds_to_start: float
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)  # schedulers started by a test
+    stray_groups: set[int] = field(default_factory=set)  # process groups a killed scheduler left
+
+    def folder(self, dag_id: str, run_id: str) -> Path:
+        return self.project / "runs" / dag_id / runs.safe_run_id(run_id)
+
+    def deploy(self, dag_id: str, config: str, workflows: dict[str, str]) -> None:
+        """Write a config, its workflow and its DAG file; wait until Airflow has parsed it; unpause it."""
+        # One folder per DAG: a plan depends on every file of its workflow's folder.
+        folder = self.project / "workflows" / dag_id
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in workflows.items():
+            (folder / name).write_text(text)
+        config_path = self.project / "configs" / f"{dag_id}.yaml"
+        config_path.write_text(config)
+        load_plan(load_config(config_path))  # warm the plan cache the dag-processor reads
+        dags = self.project / "dags"
+        (dags / f"{dag_id}.py").write_text(dag_file_text(config_path, dags))
+        self.client.wait_for_dag(dag_id, timeout=180)
+        self.client.unpause(dag_id)
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        """A REST call the client has no method for, sent with the client's token."""
+        request = urllib.request.Request(
+            self.client.base_url + path,
+            method=method,
+            headers={"Authorization": f"Bearer {self.client.token()}", "Accept": "application/json"},
+        )
+        if body is not None:
+            request.data = json.dumps(body).encode()
+            request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw = response.read()
+        return json.loads(raw) if raw.strip() else None
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"])
+
+    def wait_for_runs(self, dag_id: str, count: int, timeout: float) -> list[dict[str, Any]]:
+        """Wait until the DAG has `count` runs, all finished; return them."""
+        done: list[dict[str, Any]] = []
+
+        def finished() -> bool:
+            done[:] = self.dag_runs(dag_id)
+            return len(done) >= count and all(r["state"] in ("success", "failed") for r in done)
+
+        wait_until(finished, timeout, f"{count} finished runs of {dag_id}", poll=2)
+        return done
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        return {ti["task_id"]: ti for ti in self.client.task_instances(dag_id, run_id)}
+
+
+_SHARED: dict[str, Server] = {}
+
+
+@pytest.fixture(scope="session")
+def airflow_server(request: pytest.FixtureRequest) -> Server:
+    """One local Airflow for the slow tests here, in test_load.py and in test_security.py.
+
+    Those modules import this fixture; pytest then holds one copy per module, so the
+    server itself is cached here and started once (30-60 s on a loaded machine).
+    """
+    if "server" not in _SHARED:
+        _SHARED["server"] = _start_server()
+        request.addfinalizer(_stop_server)
+    return _SHARED["server"]
+
+
+def _start_server() -> Server:
+    root = Path(tempfile.mkdtemp(prefix="smaker-faults-"))
+    project = root / "project"
+    for sub in ("configs", "workflows", "dags", "gates"):
+        (project / sub).mkdir(parents=True)
+    # Four task slots: more than the load test's caps, so that the caps are what binds.
+    local = LocalAirflow(
+        home=root / ".airflow", dags_folder=project / "dags", port=free_port(), triggerer=False, parallelism=4
+    )
+    try:
+        info = local.up(timeout=300)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    print(f"\nlocal Airflow healthy in {info.seconds} s at {info.url}")
+    return Server(local, project, local.client(), info.seconds or 0.0)
+
+
+def _stop_server() -> None:
+    server = _SHARED.pop("server")
+    try:
+        server.local.down()
+    finally:
+        _kill_groups(server.stray_groups)
+        for proc in server.children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        shutil.rmtree(server.local.home.parent, ignore_errors=True)
+
+
+def _kill_groups(groups: set[int]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+        time.sleep(1)
+
+
+# --- the docs --------------------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
+SECTION = "## Faults, security and load"
+
+
+def test_docs_name_every_fault_test() -> None:
+    """The section of docs/errors.md and the tests of this file, test_security.py and test_load.py match."""
+    import ast
+
+    section = DOCS.read_text(encoding="utf-8").split(SECTION, 1)[1]
+    documented = set(re.findall(r"`(test_\w+)`", section))
+    tests = set()
+    for name in ("test_faults.py", "test_security.py", "test_load.py"):
+        tree = ast.parse((Path(__file__).parent / name).read_text(encoding="utf-8"))
+        tests |= {node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
+    assert documented == tests
+
+
+# --- in-process runs: a job killed mid-run, a half-written output ---------------------------------
+
+FAULTS_SNAKEFILE = """
+rule all:
+    input: "killed/model.txt", "half/used.txt"
+
+# Try 1 writes part of its output, then SIGKILLs its own Snakemake process (the parent
+# of Snakemake's shell) as the OOM killer would, and hangs. Try 2 completes. The output
+# is appended to, so a partial output kept from try 1 would show.
+rule killed:
+    output: "killed/model.txt"
+    resources: attempt_no=lambda wildcards, attempt: attempt
+    shell:
+        "echo partial >> {output}; "
+        "if [ {resources.attempt_no} -lt 2 ]; then echo $$ $PPID > killed.pids; kill -9 $PPID; sleep 120; fi; "
+        "echo complete >> {output}"
+
+# Writes one whole output and part of another, then fails (every try).
+rule half:
+    output: table="half/table.csv", model="half/model.bin"
+    log: "logs/half.log"
+    shell:
+        "echo id,value > {output.table}; echo 1,0.5 >> {output.table}; "
+        "head -c 4096 /dev/zero > {output.model}; "
+        "echo 'disk hiccup after 4096 bytes' > {log}; exit 1"
+
+rule use_half:
+    input: "half/model.bin"
+    output: "half/used.txt"
+    shell: "cp {input} {output}"
+"""
+FAULTS_CONFIG = """
+dag_id: faults
+workflow:
+  snakefile: workflows/faults.smk
+defaults:
+  retries: 1
+  retry_delay_seconds: 0
+"""
+
+
+@dataclass
+class FaultsRun:
+    folder: Path
+    state: str
+    states: dict[str, str]
+    tries: dict[str, int]
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def faults_run(airflow_db: Path) -> Iterator[FaultsRun]:
+    """One `dag.test()` run holding both faults (the tests below read what it left)."""
+    dags = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    dags.mkdir(exist_ok=True)
+    project = Path(tempfile.mkdtemp(prefix="scratch-faults-", dir=dags))
+    (project / "configs").mkdir()
+    (project / "workflows").mkdir()
+    (project / "workflows" / "faults.smk").write_text(FAULTS_SNAKEFILE)
+    dag = load_dag(project, "faults", FAULTS_CONFIG)
+    start = time.monotonic()
+    run = dag.test(logical_date=None)
+    seconds = time.monotonic() - start
+    tis = run.get_task_instances()
+    [folder] = (project / "runs" / "faults").iterdir()
+    yield FaultsRun(
+        folder,
+        str(run.state),
+        {ti.task_id: str(ti.state) for ti in tis},
+        {ti.task_id: ti.try_number for ti in tis},
+        seconds,
+    )
+    shutil.rmtree(project, ignore_errors=True)
+
+
+def test_job_sigkilled_mid_run_fails_then_its_retry_completes(faults_run: FaultsRun) -> None:
+    folder = faults_run.folder
+    shell_pid, snakemake_pid = map(int, (folder / "killed.pids").read_text().split())  # try 1 really ran and killed
+    assert faults_run.states["killed"] == "success"
+    assert faults_run.tries["killed"] == 2  # try 1 failed, Airflow retried
+    # One "partial": the retry removed the stale partial output before running again.
+    assert (folder / "killed" / "model.txt").read_text() == "partial\ncomplete\n"
+    assert incomplete_markers(folder) == []
+    # The hung shell of try 1 (its Snakemake parent gone) was stopped with its process group.
+    assert not alive(shell_pid) and not alive(snakemake_pid)
+    assert processes_in(folder) == []
+    print(f"\nfaults run (SIGKILL + retry, half output x2): {faults_run.seconds:.1f} s")
+
+
+def test_half_written_outputs_of_a_failed_job_are_removed(faults_run: FaultsRun) -> None:
+    folder = faults_run.folder
+    assert faults_run.states["half"] == "failed" and faults_run.tries["half"] == 2
+    assert faults_run.states["use_half"] == "upstream_failed"  # nothing read the half output
+    assert faults_run.state == "failed"
+    # Neither the complete-looking table nor the half model is left for a later job to trust.
+    assert not (folder / "half" / "table.csv").exists()
+    assert not (folder / "half" / "model.bin").exists()
+    assert not (folder / "half" / "used.txt").exists()
+    assert (folder / "logs" / "half.log").read_text() == "disk hiccup after 4096 bytes\n"  # the log stays
+    assert incomplete_markers(folder) == []
+
+
+def test_next_try_stops_a_snakemake_left_running_by_a_killed_try(tmp_path: Path) -> None:
+    # What a task process killed by SIGKILL leaves: its job's Snakemake, alone in its session.
+    slow = tmp_path / "slow.json"
+    slow.write_text(json.dumps({"greeting": "hi", "slow_seconds": 120}))
+    inv = JobInvocation(SAMPLE_SNAKEFILE, slow, tmp_path / "run", "slow:name=m", "slow", 1)
+    leftover = subprocess.Popen(snakemake_argv(inv), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    output = tmp_path / "run" / "slow" / "m.txt"
+    try:
+        wait_until(output.exists, 60, "the leftover's job", poll=0.1)
+        lines: list[str] = []
+        quick = tmp_path / "quick.json"
+        quick.write_text(json.dumps({"greeting": "hi", "slow_seconds": 0.1}))
+        JobProcess(replace(inv, configfile=quick), on_line=lines.append).run(timeout=120)
+        assert leftover.wait(timeout=5) != 0  # stopped (Snakemake exits 1 on SIGTERM), not finished
+        assert not group_alive(leftover.pid)
+        assert f"Stopped Snakemake process group {leftover.pid}" in lines[0]
+        assert output.read_text() == "partial\ncomplete\n"  # this try's output only
+        # A job of another target, or of another run folder, is left alone.
+        other = replace(inv, target="slow:name=other", workdir=tmp_path / "elsewhere")
+        assert stop_leftovers(other) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leftover.pid, signal.SIGKILL)
+        leftover.wait()
+
+
+# --- a run folder that cannot be written ----------------------------------------------------------
+
+PUBLISHABLE_SNAKEFILE = """
+rule all:
+    input: "model.pkl", "metrics.json"
+
+rule fit:
+    output: model="model.pkl", metrics="metrics.json"
+    shell: "echo model > {output.model}; echo 0.9 > {output.metrics}"
+"""
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A small tmpfs at `path` (the tests run as root); skip where mounting is not allowed."""
+    path.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def fill(disk: Path) -> None:
+    """Write until the disk is full."""
+    with (disk / "filler").open("wb", buffering=0) as out:  # unbuffered: nothing left to flush at close
+        try:
+            while True:
+                out.write(b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+
+
+@contextlib.contextmanager
+def runs_root(kind: str, project: Path, scratch: Path) -> Iterator[Path]:
+    """A runs root that is writable, or that fails in one of the ways a real disk does."""
+    if kind == "writable":
+        yield project / "runs"
+    elif kind == "file_in_the_way":
+        (project / "blocker").write_text("a file where a folder should be\n")
+        yield project / "blocker" / "runs"
+    elif kind == "read_only":
+        with tmpfs(scratch / "ro", "ro,size=1m") as disk:
+            yield disk / "runs"
+    else:
+        with tmpfs(scratch / "full", "size=64k") as disk:
+            fill(disk)
+            yield disk / "runs"
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("file_in_the_way", "Not a directory"),
+        ("read_only", "Read-only file system"),
+        ("disk_full", "No space left on device"),
+        ("writable", None),  # the control: the same DAG publishes when the folder is fine
+    ],
+    ids=["file_in_the_way", "read_only", "disk_full", "writable"],
+)
+def test_unwritable_run_folder_fails_prepare_and_publishes_nothing(
+    kind: str,
+    reason: str | None,
+    airflow_db: Path,
+    project: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    (project / "workflows" / "publishable.smk").write_text(PUBLISHABLE_SNAKEFILE)
+    published = project / "production"
+    with runs_root(kind, project, tmp_path) as root:
+        config = (
+            f"dag_id: disk_{kind}\nworkflow:\n  snakefile: workflows/publishable.smk\n"
+            f"runs_root: {root}\npublish:\n  to: {published}\n"
+        )
+        dag = load_dag(project, f"disk_{kind}", config)
+        run = dag.test(logical_date=None)
+        states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+        log = "".join(capfd.readouterr())
+        if reason is None:
+            assert run.state == "success", states
+            assert (published / "current" / "model.pkl").read_text() == "model\n"
+            return
+        assert states == {"prepare": "failed", "fit": "upstream_failed", "publish": "upstream_failed"}
+        folder = root / f"disk_{kind}" / runs.safe_run_id(run.run_id)
+        assert f"Cannot write the run folder {folder}: {reason}." in log
+        assert "Check the disk space and permissions" in log and "`runs_root`" in log
+        assert not published.exists()  # nothing published, not even an empty folder
+        assert not list(root.parent.rglob("model.pkl"))  # and no job ran
+
+
+# --- a real scheduler -----------------------------------------------------------------------------
+
+# Holds each run at its first job until the test releases the gate file, so the runs surely overlap.
+OVERLAP_SNAKEFILE = """
+rule all:
+    input: "report.txt"
+
+rule stamp:
+    output: "stamp.txt"
+    params: day=config["run_date"], gate=config["gate"]
+    shell:
+        "echo started > stamp.started; "
+        "for i in $(seq 1 1800); do [ -e {params.gate} ] && break; sleep 0.1; done; "
+        "echo {params.day} > {output}"
+
+rule report:
+    input: "stamp.txt"
+    output: "report.txt"
+    params: day=config["run_date"]
+    shell: "(cat {input}; echo report {params.day}) > {output}"
+"""
+
+
+@pytest.mark.slow
+def test_runs_at_once_and_a_backfill_keep_separate_run_folders(airflow_server: Server) -> None:
+    server = airflow_server
+    gate = server.project / "gates" / "overlap"
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start_date = today - timedelta(days=4)
+    config = (
+        "dag_id: overlap\nschedule: '@daily'\n"
+        f"start_date: '{start_date.date()}'\ncatchup: false\nmax_active_runs: 4\n"
+        f"workflow:\n  snakefile: workflows/overlap/overlap.smk\nconfig:\n  gate: {gate}\n"
+    )
+    server.deploy("overlap", config, {"overlap.smk": OVERLAP_SNAKEFILE})
+
+    # Unpaused, the DAG gets its latest scheduled run; while it runs: a manual run and a backfill.
+    def scheduled() -> list[dict[str, Any]]:
+        return [r for r in server.dag_runs("overlap") if r["run_type"] == "scheduled"]
+
+    wait_until(lambda: bool(scheduled()), 120, "the scheduled run")
+    first = server.folder("overlap", scheduled()[0]["dag_run_id"])
+    wait_until((first / "stamp.started").exists, 180, "the scheduled run's first job")
+    server.client.trigger("overlap")
+    backfill = {
+        "dag_id": "overlap",
+        "from_date": start_date.isoformat(),
+        "to_date": (start_date + timedelta(days=1)).isoformat(),
+    }
+    planned = server.api("POST", "/api/v2/backfills/dry_run", backfill)["total_entries"]
+    server.api("POST", "/api/v2/backfills", backfill)
+    expected = 2 + planned
+
+    def all_started() -> bool:
+        found = server.dag_runs("overlap")
+        return len(found) == expected and all(
+            (server.folder("overlap", r["dag_run_id"]) / "stamp.started").exists() for r in found
+        )
+
+    wait_until(all_started, 240, f"the first job of all {expected} runs")
+    gate.touch()
+    done = server.wait_for_runs("overlap", expected, timeout=240)
+
+    assert sorted(r["run_type"] for r in done) == sorted(["scheduled", "manual", *["backfill"] * planned])
+    assert {r["state"] for r in done} == {"success"}
+    assert max_overlap(interval(r) for r in done) == expected  # every run was running at the same time
+    folders = {server.folder("overlap", r["dag_run_id"]) for r in done}
+    assert len(folders) == expected  # one folder per run
+    backfill_days = {r["logical_date"][:10] for r in done if r["run_type"] == "backfill"}
+    assert backfill_days == {str((start_date + timedelta(days=d)).date()) for d in range(planned)}
+    for row in done:
+        folder = server.folder("overlap", row["dag_run_id"])
+        state = json.loads((folder / ".smaker" / "run.json").read_text())
+        day = state["run_date"]
+        assert state["run_id"] == row["dag_run_id"]
+        assert day == (row["logical_date"] or row["run_after"])[:10]
+        # Each run's outputs carry its own date, and its own Snakemake metadata records its two jobs.
+        assert (folder / "stamp.txt").read_text() == f"{day}\n"
+        assert (folder / "report.txt").read_text() == f"{day}\nreport {day}\n"
+        assert len(list((folder / ".snakemake" / "metadata").iterdir())) == 2
+        assert incomplete_markers(folder) == []
+    print(f"\noverlap: {expected} runs at once ({planned} backfilled), all succeeded in their own folders")
+
+
+STUCK_SNAKEFILE = """
+rule all:
+    input: "victim.txt", "stubborn.txt", "overrun.txt"
+
+rule victim:
+    output: "victim.txt"
+    shell: "echo $$ > victim.pid; sleep 300; touch {output}"
+
+# Ignores SIGTERM (and so does its sleep): only a SIGKILL of its group stops it.
+rule stubborn:
+    output: "stubborn.txt"
+    shell: "trap '' TERM; echo $$ > stubborn.pid; sleep 300; touch {output}"
+
+rule overrun:
+    output: "overrun.txt"
+    resources: runtime=1
+    shell: "echo $$ > overrun.pid; sleep 300; touch {output}"
+"""
+STUCK_CONFIG = """
+dag_id: stuck
+schedule: null
+start_date: 2026-11-01
+workflow:
+  snakefile: workflows/stuck/stuck.smk
+"""
+
+
+def job_tree(folder: Path, name: str) -> list[psutil.Process]:
+    """The job's shell (pid in <name>.pid), its Snakemake parent and their process group."""
+    shell = psutil.Process(int((folder / f"{name}.pid").read_text()))
+    snakemake = shell.parent()
+    assert snakemake is not None and "snakemake" in " ".join(snakemake.cmdline())
+    group = os.getpgid(snakemake.pid)
+    members = [p for p in psutil.process_iter() if _pgid(p.pid) == group]
+    assert {"sleep", "bash"} <= {p.name() for p in members}  # the tree really has grandchildren
+    return members
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def gone(procs: list[psutil.Process]) -> bool:
+    return not any(alive(p.pid) for p in procs)
+
+
+def mark_failed(server: Server, dag_id: str, run_id: str, task_id: str) -> None:
+    """What a user does in the UI: set a running task instance to failed."""
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}"
+    server.api("PATCH", path, {"new_state": "failed"})
+
+
+@pytest.mark.slow
+def test_marked_failed_and_timed_out_tasks_leave_no_process(airflow_server: Server) -> None:
+    server = airflow_server
+    server.deploy("stuck", STUCK_CONFIG, {"stuck.smk": STUCK_SNAKEFILE})
+    run_id = server.client.trigger("stuck")["dag_run_id"]
+    folder = server.folder("stuck", run_id)
+    jobs = ("victim", "stubborn", "overrun")
+    try:
+        wait_until(lambda: all((folder / f"{job}.pid").exists() for job in jobs), 180, "all three jobs")
+        victim, stubborn, overrun = (job_tree(folder, job) for job in jobs)
+
+        marked = time.monotonic()
+        mark_failed(server, "stuck", run_id, "victim")
+        mark_failed(server, "stuck", run_id, "stubborn")
+        kill_seconds = wait_until(lambda: gone(victim) and gone(stubborn), 90, "the marked tasks' trees to stop")
+        assert not gone(overrun)  # only the marked tasks' trees were stopped
+
+        # The overrun hits execution_timeout (its `runtime: 1` = 60 s) and fails.
+        run = server.client.wait_for_run("stuck", run_id, timeout=300, poll=2)
+        timeout_seconds = time.monotonic() - marked
+        tis = server.task_instances("stuck", run_id)
+        assert run["state"] == "failed"
+        assert {tis[job]["state"] for job in jobs} == {"failed"}
+        assert gone(overrun)
+        assert processes_in(folder) == []
+    finally:
+        stop_processes_in(folder)
+    assert not any((folder / f"{job}.txt").exists() for job in jobs)
+    logs = server.local.home / "logs" / "dag_id=stuck"
+    [overrun_log] = [p for p in logs.rglob("*.log") if "task_id=overrun" in str(p)]
+    assert "AirflowTaskTimeout" in overrun_log.read_text()
+    print(f"\nmarked failed: trees gone in {kill_seconds:.1f} s; timeout: run over after {timeout_seconds:.1f} s")
+
+
+# Try 1 hangs until its task process is SIGKILLed; a leftover of it would append "done1" later.
+RUNNER_SNAKEFILE = """
+rule all:
+    input: "work.txt"
+
+rule work:
+    output: "work.txt"
+    resources: attempt_no=lambda wildcards, attempt: attempt
+    shell:
+        "echo $$ > work-{resources.attempt_no}.pid; echo part{resources.attempt_no} >> {output}; "
+        "if [ {resources.attempt_no} -lt 2 ]; then sleep 60; fi; echo done{resources.attempt_no} >> {output}"
+"""
+RUNNER_CONFIG = """
+dag_id: runner_kill
+schedule: null
+start_date: 2026-11-01
+workflow:
+  snakefile: workflows/runner_kill/runner_kill.smk
+defaults:
+  retries: 1
+  retry_delay_seconds: 0
+"""
+
+
+@pytest.mark.slow
+def test_task_process_sigkilled_mid_job_retry_stops_the_leftover_and_completes(airflow_server: Server) -> None:
+    # The OOM killer or a lost worker kills the task process, not Snakemake: nothing runs on_kill,
+    # and Snakemake (in a session of its own) runs on beside the retry unless the retry stops it.
+    server = airflow_server
+    server.deploy("runner_kill", RUNNER_CONFIG, {"runner_kill.smk": RUNNER_SNAKEFILE})
+    run_id = server.client.trigger("runner_kill")["dag_run_id"]
+    folder = server.folder("runner_kill", run_id)
+    try:
+        wait_until((folder / "work-1.pid").exists, 180, "the job's first try")
+        shell = psutil.Process(int((folder / "work-1.pid").read_text()))
+        snakemake = shell.parent()
+        assert snakemake is not None and "snakemake" in " ".join(snakemake.cmdline())
+        task_process = snakemake.parent()
+        assert task_process is not None
+        os.kill(task_process.pid, signal.SIGKILL)
+        killed = time.monotonic()
+
+        run = server.client.wait_for_run("runner_kill", run_id, timeout=300, poll=2)
+        print(f"\ntask process killed: retry done {time.monotonic() - killed:.1f} s later")
+        tis = server.task_instances("runner_kill", run_id)
+        assert run["state"] == "success" and tis["work"]["try_number"] == 2
+        assert not alive(shell.pid) and not alive(snakemake.pid)  # the leftover of try 1 was stopped
+        assert processes_in(folder) == []
+    finally:
+        stop_processes_in(folder)
+    assert (folder / "work.txt").read_text() == "part2\ndone2\n"
+    assert incomplete_markers(folder) == []
+
+
+SCHEDULER_SNAKEFILE = """
+rule all:
+    input: "second.txt"
+
+rule first:
+    output: "first.txt"
+    params: gate=config["gate"]
+    shell:
+        "echo started > first.started; "
+        "for i in $(seq 1 1800); do [ -e {params.gate} ] && break; sleep 0.1; done; "
+        "echo first > {output}"
+
+rule second:
+    input: "first.txt"
+    output: "second.txt"
+    shell: "(cat {input}; echo second) > {output}"
+"""
+
+
+def restart_scheduler(server: Server) -> int:
+    """Start a scheduler as `up()` does and record it in the pid file, so that `down()` stops it."""
+    local = server.local
+    with (local.home / "logs" / "scheduler.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), "scheduler", "--skip-serve-logs"],
+            env=local.env(),
+            cwd=local.home,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server.children.append(proc)
+    data = json.loads(local.pid_file.read_text())
+    for row in data["processes"]:
+        if row["name"] == "scheduler":
+            row.update(pid=proc.pid, pgid=proc.pid, start=psutil.Process(proc.pid).create_time())
+    local.pid_file.write_text(json.dumps(data))
+    return proc.pid
+
+
+@pytest.mark.slow
+def test_scheduler_killed_mid_run_and_restarted_completes_the_run(airflow_server: Server) -> None:
+    # Last of the module's server tests: it replaces the scheduler the others use.
+    server = airflow_server
+    gate = server.project / "gates" / "sched_kill"
+    config = (
+        "dag_id: sched_kill\nschedule: null\nstart_date: 2026-11-01\n"
+        f"workflow:\n  snakefile: workflows/sched_kill/sched_kill.smk\nconfig:\n  gate: {gate}\n"
+    )
+    server.deploy("sched_kill", config, {"sched_kill.smk": SCHEDULER_SNAKEFILE})
+    run_id = server.client.trigger("sched_kill")["dag_run_id"]
+    folder = server.folder("sched_kill", run_id)
+    wait_until((folder / "first.started").exists, 180, "the first job")
+
+    info = server.local.status()
+    assert info is not None
+    old = info.pids["scheduler"]
+    os.kill(old, signal.SIGKILL)  # the scheduler dies mid-run; its task processes live on
+    wait_until(lambda: not alive(old), 10, "the scheduler to die", poll=0.1)
+    server.stray_groups.add(old)  # its LocalExecutor workers: stopped at the end
+    after_kill = server.local.status()
+    assert after_kill is not None and after_kill.missing == ("scheduler",)
+
+    restarted = time.monotonic()
+    restarted_at = datetime.now(UTC)
+    new = restart_scheduler(server)
+    time.sleep(5)  # let the new scheduler reach its loop before the first job finishes
+    assert alive(new)
+    gate.touch()
+    run = server.client.wait_for_run("sched_kill", run_id, timeout=300, poll=2)
+    seconds = time.monotonic() - restarted
+    tis = server.task_instances("sched_kill", run_id)
+
+    assert run["state"] == "success", tis
+    assert when(tis["second"]["start_date"]) > restarted_at  # scheduled by the new scheduler
+    assert (folder / "second.txt").read_text() == "first\nsecond\n"
+    assert incomplete_markers(folder) == []
+    assert processes_in(folder) == []
+    health = server.client.health()
+    assert health["scheduler"]["status"] == "healthy"
+    _kill_groups({old})
+    server.stray_groups.discard(old)
+    print(f"\nscheduler restart: run done {seconds:.1f} s after the restart; tries first={tis['first']['try_number']}")
