@@ -101,6 +101,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from smaker_airflow.config import load_config
     from smaker_airflow.loader import check_unique_dag_id
     from smaker_airflow.plan.cache import load_plan
+    from smaker_airflow.render import build_dag
 
     failed = 0
     for path in _configs(args, args.configs):
@@ -108,6 +109,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             cfg = load_config(path)
             check_unique_dag_id(cfg)
             plan = load_plan(cfg)  # also proves Snakemake can build every arm
+            build_dag(cfg, plan)  # and what only the DAG checks: notifiers, gate, publish
         except SmakerError as e:
             failed += 1
             err.print(f"[red]✗[/] {escape(str(e))}", highlight=False, soft_wrap=True)
