@@ -141,6 +141,11 @@ class AirflowClient:
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self._api_dict("GET", f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}")
 
+    def set_note(self, dag_id: str, run_id: str, note: str) -> dict[str, Any]:
+        """``PATCH`` the run's note (shown on the run in the UI; Airflow caps it at 1,000 characters)."""
+        path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}?update_mask=note"
+        return self._api_dict("PATCH", path, body={"note": note[:1000]})
+
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float, poll: float = 2.0) -> dict[str, Any]:
         """Poll the run until ``success`` or ``failed`` and return it (a failed run is not an error here)."""
         deadline = time.monotonic() + timeout

@@ -185,6 +185,9 @@ def test_trigger_with_conf_and_note_then_read_results(client: AirflowClient) -> 
     assert client.xcom("rest_echo", run_id, "summary") == {"files": 2, "names": ["a", "b"]}
     with pytest.raises(AirflowNotFound, match="no_such_key"):
         client.xcom("rest_echo", run_id, "echo", key="no_such_key")
+    # What `trigger --wait` does with the A/B table: the run's note, as the UI shows it.
+    client.set_note("rest_echo", run_id, "| arm | accuracy |\n|---|---|\n| control | 0.8 |")
+    assert client.dag_run("rest_echo", run_id)["note"] == "| arm | accuracy |\n|---|---|\n| control | 0.8 |"
 
 
 @pytest.mark.slow
