@@ -28,18 +28,7 @@ from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.plan.snakemake_config import workflow_for
 from tests.conftest import PROJECT, load_dag
 
-MINI_PREP = """
-from smaker_airflow.snakefile import Stage
-
-prep = Stage(config, "prep", uses=["size"])
-
-
-rule prep:
-    output:
-        prep.out("data.txt"),
-    shell:
-        "echo {wildcards.size} > {output}"
-"""
+MINI_PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
 MINI_FIT = """
 from smaker_airflow.snakefile import Stage
 
@@ -155,8 +144,21 @@ def snakemake_dry_run_jobs(cfg: Any, arm: str, scratch: Path) -> set[tuple[str, 
     snakefile, config = workflow_for(cfg, arm)
     configfile = scratch / f"config-{arm}.json"
     configfile.write_text(json.dumps(config))
-    argv = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1", "--snakefile", str(snakefile),
-            "--configfile", str(configfile), "--directory", str(scratch / arm)]
+    argv = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "--forceall",
+        "--cores",
+        "1",
+        "--snakefile",
+        str(snakefile),
+        "--configfile",
+        str(configfile),
+        "--directory",
+        str(scratch / arm),
+    ]
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
     result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -183,8 +185,13 @@ def test_ab_dag_has_one_task_per_distinct_job(project: Path, tmp_path: Path) -> 
     job_tasks = {t.task_id: t for t in dag.tasks if t.task_type == "SnakemakeJobOperator"}
 
     # The DAG = the plan = what `smaker-airflow plan --json` shows.
-    cli = subprocess.run([str(Path(sys.executable).parent / "smaker-airflow"), "plan", str(cfg.path), "--json"],
-                         capture_output=True, text=True, env=os.environ, timeout=300)
+    cli = subprocess.run(
+        [str(Path(sys.executable).parent / "smaker-airflow"), "plan", str(cfg.path), "--json"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=300,
+    )
     assert cli.returncode == 0, cli.stderr
     shown = json.loads(cli.stdout)["tasks"]
     assert set(job_tasks) == {job.task_id for job in plan.jobs} == {t["task_id"] for t in shown}
@@ -209,9 +216,11 @@ def test_compare_runs_after_every_final_job_and_only_with_arms() -> None:
     dag = render.build_dag(cfg, plan)
     compare = dag.get_task(COMPARE_TASK)
     assert isinstance(compare, CompareArmsOperator)
-    assert compare.upstream_task_ids == {job.task_id for job in plan.jobs if job.final} == {
-        "control.evaluate", "forest.evaluate", "strong_reg.evaluate"
-    }
+    assert (
+        compare.upstream_task_ids
+        == {job.task_id for job in plan.jobs if job.final}
+        == {"control.evaluate", "forest.evaluate", "strong_reg.evaluate"}
+    )
     assert compare.trigger_rule == "all_done"  # runs when arms were skipped (or failed), see compare.py
     assert compare.retries == 0 and not compare.downstream_task_ids
     assert compare.sources == metric_sources(plan)  # plain data from the plan, as the job tasks get
@@ -250,7 +259,9 @@ def test_ab_run_with_an_arm_deselected_and_an_override(airflow_db: Path, project
     control = "n_samples~600/test_size~0.25/C~0.5"  # the form's C; the deployed DAG says C~1.0
     assert (folder / f"train/train=train_logreg/{control}/model.pkl").stat().st_size > 0
     assert (folder / f"evaluate/train=train_logreg/{control}/metrics.json").is_file()
-    assert not list(folder.rglob("C~1.0")) and not list(folder.rglob("C~0.05"))  # nothing of the old value or strong_reg
+    assert not list(folder.rglob("C~1.0")) and not list(
+        folder.rglob("C~0.05")
+    )  # nothing of the old value or strong_reg
 
     summary = xcom(run, COMPARE_TASK)
     assert json.loads((folder / "comparison" / "comparison.json").read_text()) == summary
@@ -279,7 +290,10 @@ def test_a_failed_arm_still_gets_the_comparison_of_the_others(
     folder = run_folder(project, "mini_ab")
     summary = json.loads((folder / "comparison" / "comparison.json").read_text())
     assert [r["label"] for r in summary["rows"]] == [
-        "control alpha=0.5", "control alpha=2.0", "alt alpha=0.5", "alt alpha=2.0"
+        "control alpha=0.5",
+        "control alpha=2.0",
+        "alt alpha=0.5",
+        "alt alpha=2.0",
     ]
     assert [r["label"] for r in summary["missing"]] == ["broken alpha=0.5", "broken alpha=2.0"]
     assert summary["rows"][2]["values"] == {"score": 0.95, "size": 10}  # alt at alpha=0.5: 1 - 0.05
@@ -335,7 +349,9 @@ def test_injections_are_refused_in_prepare_before_any_job(
 ) -> None:
     if not form_checked:  # a DAG whose Params have no schema: what Airflow checks is gone
         real = render.form_fields
-        monkeypatch.setattr(render, "form_fields", lambda cfg: {k: {"default": v["default"]} for k, v in real(cfg).items()})
+        monkeypatch.setattr(
+            render, "form_fields", lambda cfg: {k: {"default": v["default"]} for k, v in real(cfg).items()}
+        )
     dag = mini_dag(project)
     assert all(bool(p.schema) == form_checked for p in dag.params.values())
     run = dag.test(logical_date=None, run_conf=conf)

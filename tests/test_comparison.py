@@ -27,18 +27,7 @@ from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.plan.model import Job, Plan
 from tests.conftest import PROJECT
 
-PREP = """
-from smaker_airflow.snakefile import Stage
-
-prep = Stage(config, "prep", uses=["size"])
-
-
-rule prep:
-    output:
-        prep.out("data.txt"),
-    shell:
-        "echo {wildcards.size} > {output}"
-"""
+PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
 FIT = """
 from smaker_airflow.snakefile import Stage
 
@@ -80,12 +69,34 @@ def write_json(folder: Path, relative: str, data: object) -> None:
     path.write_text(json.dumps(data))
 
 
-def job(task_id: str, arms: list[str], wildcards: dict[str, str], outputs: list[str], *,
-        metrics: list[str] | None = None, final: bool = True) -> Job:
+def job(
+    task_id: str,
+    arms: list[str],
+    wildcards: dict[str, str],
+    outputs: list[str],
+    *,
+    metrics: list[str] | None = None,
+    final: bool = True,
+) -> Job:
     return Job(
-        task_id=task_id, group="", rule="evaluate", wildcards=wildcards, target=f"evaluate:{task_id}",
-        inputs=[], outputs=outputs, log=[], threads=1, resources={}, retries=0, priority=0,
-        variants=arms, variant=arms[0], upstream=[], snakefile="Snakefile", metrics=metrics or [], final=final,
+        task_id=task_id,
+        group="",
+        rule="evaluate",
+        wildcards=wildcards,
+        target=f"evaluate:{task_id}",
+        inputs=[],
+        outputs=outputs,
+        log=[],
+        threads=1,
+        resources={},
+        retries=0,
+        priority=0,
+        variants=arms,
+        variant=arms[0],
+        upstream=[],
+        snakefile="Snakefile",
+        metrics=metrics or [],
+        final=final,
     )
 
 
@@ -111,11 +122,16 @@ def test_sources_are_the_marked_metrics_of_each_arm(ab_plan: Plan) -> None:
 
 
 def test_unmarked_workflows_compare_their_final_json_outputs() -> None:
-    plan = Plan("plain", ["a", "b"], [
-        job("shared", ["a", "b"], {}, ["data.json"], final=False),  # not final: not a result
-        job("a_report", ["a"], {}, ["a/report.json", "a/report.html"]),
-        job("b_report", ["b"], {}, ["b/report.json"]),
-    ], {})
+    plan = Plan(
+        "plain",
+        ["a", "b"],
+        [
+            job("shared", ["a", "b"], {}, ["data.json"], final=False),  # not final: not a result
+            job("a_report", ["a"], {}, ["a/report.json", "a/report.html"]),
+            job("b_report", ["b"], {}, ["b/report.json"]),
+        ],
+        {},
+    )
     assert [(s.arm, s.paths) for s in metric_sources(plan)] == [("a", ["a/report.json"]), ("b", ["b/report.json"])]
     marked = Plan("marked", ["a"], [job("x", ["a"], {}, ["x.json", "m.json"], metrics=["m.json"])], {})
     assert [s.paths for s in metric_sources(marked)] == [["m.json"]]  # marks win over the JSON guess
@@ -164,8 +180,9 @@ def test_missing_arm_and_absent_control(tmp_path: Path) -> None:
         MetricSource("control", "c", {}, ["control/m.json"]),  # its job failed: no file
         MetricSource("forest", "f", {}, ["forest/m.json"]),
     ]
-    comparison = build_comparison(tmp_path, sources, arms=["control", "forest"], control="control", dag_id="d",
-                                  run_id="r")
+    comparison = build_comparison(
+        tmp_path, sources, arms=["control", "forest"], control="control", dag_id="d", run_id="r"
+    )
     assert [row.arm for row in comparison.rows] == ["forest"]
     assert [row.arm for row in comparison.missing] == ["control"]
     assert comparison.rows[0].difference == {}
@@ -192,8 +209,9 @@ def test_grid_points_are_labelled_and_compared_point_by_point(tmp_path: Path) ->
     for source in sources:
         write_json(tmp_path, source.paths[0], {"score": scores[source.arm][source.wildcards["alpha"]]})
 
-    comparison = build_comparison(tmp_path, sources, arms=list(plan.variants), control="control", dag_id="grid_ab",
-                                  run_id="r")
+    comparison = build_comparison(
+        tmp_path, sources, arms=list(plan.variants), control="control", dag_id="grid_ab", run_id="r"
+    )
     labels = [row.label for row in comparison.rows]
     assert labels == ["control alpha=0.5", "control alpha=2.0", "alt alpha=0.5", "alt alpha=2.0", "fixed"]
     diff = {row.label: row.difference.get("score") for row in comparison.rows}
@@ -201,7 +219,11 @@ def test_grid_points_are_labelled_and_compared_point_by_point(tmp_path: Path) ->
     # `fixed` has alpha=1.0, no control grid point matches it: no difference rather than a wrong one.
     assert diff["fixed"] is None
     assert set(table_cells(markdown_table(comparison))) == {
-        "control alpha=0.5 (control)", "control alpha=2.0 (control)", "alt alpha=0.5", "alt alpha=2.0", "fixed"
+        "control alpha=0.5 (control)",
+        "control alpha=2.0 (control)",
+        "alt alpha=0.5",
+        "alt alpha=2.0",
+        "fixed",
     }
 
 

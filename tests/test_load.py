@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import PROJECT
 from tests.test_faults import Server, airflow_server, incomplete_markers, interval, max_overlap
 
 __all__ = ["airflow_server"]  # the shared server fixture, imported for pytest
@@ -24,18 +25,7 @@ __all__ = ["airflow_server"]  # the shared server fixture, imported for pytest
 RUNS = 10
 MAX_ACTIVE_RUNS = 3
 MAX_ACTIVE_TASKS = 1
-LOAD_PREP = """
-from smaker_airflow.snakefile import Stage
-
-prep = Stage(config, "prep", uses=["size"])
-
-
-rule prep:
-    output:
-        prep.out("data.txt"),
-    shell:
-        "echo {wildcards.size} > {output}"
-"""
+LOAD_PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
 LOAD_FIT = """
 from smaker_airflow.snakefile import Stage
 

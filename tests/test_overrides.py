@@ -23,18 +23,7 @@ from smaker_airflow.plan.model import Plan
 from smaker_airflow.plan.planner import build_plan
 from tests.conftest import PROJECT
 
-PREP = """
-from smaker_airflow.snakefile import Stage
-
-prep = Stage(config, "prep", uses=["size"])
-
-
-rule prep:
-    output:
-        prep.out("data.txt"),
-    shell:
-        "echo {wildcards.size} > {output}"
-"""
+PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
 FIT = """
 from smaker_airflow.snakefile import Stage
 
@@ -185,7 +174,10 @@ def test_unsafe_or_mistyped_values_are_refused(cfg: DagConfig, name: str, value:
         ({"arms": []}, r"\(none selected\)"),  # an empty selection is not "every arm"
         ({"arms": "control,../x"}, r"unknown arm\(s\) '../x'"),
         ({"evil": "1", "C": 0.5}, r"unknown key\(s\) evil; this DAG accepts C, alpha, arms, flag, mode, size"),
-        ({"alpha": [0.1, 0.2, 0.3]}, r"'alpha' has 2 value\(s\) in form_test.yaml but the run gives 3.*Edit the config"),
+        (
+            {"alpha": [0.1, 0.2, 0.3]},
+            r"'alpha' has 2 value\(s\) in form_test.yaml but the run gives 3.*Edit the config",
+        ),
         ({"alpha": 0.1}, r"gives 1: that changes the DAG's shape"),
     ],
 )
@@ -200,7 +192,8 @@ def test_accepted_values_are_typed_and_only_changes_are_kept(cfg: DagConfig) -> 
     assert overrides == {"C": [2.0], "mode": ["slow-2.b+c"]}  # an int is a valid number; size unchanged
     assert isinstance(overrides["C"][0], float)
     assert choose(cfg, {"arms": " fixed,control ", "flag": False, "alpha": [0.1, 3]}) == (
-        ["control", "fixed"], {"flag": [False], "alpha": [0.1, 3.0]}
+        ["control", "fixed"],
+        {"flag": [False], "alpha": [0.1, 3.0]},
     )
 
 

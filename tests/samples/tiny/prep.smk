@@ -1,0 +1,11 @@
+# The upstream stage of the tiny two-stage workflows the tests build around it.
+from smaker_airflow.snakefile import Stage
+
+prep = Stage(config, "prep", uses=["size"])
+
+
+rule prep:
+    output:
+        prep.out("data.txt"),
+    shell:
+        "echo {wildcards.size} > {output}"
