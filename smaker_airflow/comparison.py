@@ -99,7 +99,7 @@ def read_metrics(folder: Path, paths: list[str]) -> dict[str, float] | None:
         except (OSError, ValueError) as e:
             raise SmakerError(
                 f"Metrics file {path} cannot be read as JSON ({e}). The rule that writes it must write "
-                "a JSON object of numbers, e.g. {\"accuracy\": 0.91}."
+                'a JSON object of numbers, e.g. {"accuracy": 0.91}.'
             ) from None
         values.update(_numbers(data, prefix=""))
     return values
@@ -194,8 +194,11 @@ def markdown_table(comparison: Comparison) -> str:
     for row in comparison.missing:
         lines.append(f"| {row.label} | " + " | ".join("—" for _ in comparison.metrics) + " |")
     if comparison.missing:
-        lines += ["", "No metrics (the job failed or did not run): " + ", ".join(
-            f"{row.label} (`{'`, `'.join(row.files)}`)" for row in comparison.missing)]
+        lines += [
+            "",
+            "No metrics (the job failed or did not run): "
+            + ", ".join(f"{row.label} (`{'`, `'.join(row.files)}`)" for row in comparison.missing),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -220,9 +223,7 @@ def write_chart(comparison: Comparison, path: Path) -> Path:
     lines = math.ceil(len(metrics) / columns)
     figure, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.4 * lines), squeeze=False)
     labels = [row.label for row in comparison.rows]
-    colors = [
-        "#9e9e9e" if row.arm == comparison.control else f"C{i}" for i, row in enumerate(comparison.rows)
-    ]
+    colors = ["#9e9e9e" if row.arm == comparison.control else f"C{i}" for i, row in enumerate(comparison.rows)]
     for ax, metric in zip(axes.flat, metrics, strict=False):
         values = [row.values.get(metric, math.nan) for row in comparison.rows]
         bars = ax.bar(range(len(values)), values, color=colors)
@@ -230,7 +231,7 @@ def write_chart(comparison: Comparison, path: Path) -> Path:
         ax.set_title(metric)
         ax.margins(y=0.15)  # room for the value labels
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(metrics) :]:
         ax.set_visible(False)
     figure.suptitle(f"{comparison.dag_id}: {comparison.run_id}", fontsize=10)
     figure.tight_layout()
@@ -245,8 +246,10 @@ def write_comparison(comparison: Comparison, folder: Path) -> dict[str, Any]:
     out = folder / COMPARISON_DIR
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(comparison)
-    files = {name: str(out / file) for name, file in
-             (("json", JSON_FILE), ("markdown", MARKDOWN_FILE), ("chart", CHART_FILE))}
+    files = {
+        name: str(out / file)
+        for name, file in (("json", JSON_FILE), ("markdown", MARKDOWN_FILE), ("chart", CHART_FILE))
+    }
     summary = {**comparison.to_dict(), "files": files, "table": table}
     (out / MARKDOWN_FILE).write_text(table, encoding="utf-8")
     write_chart(comparison, out / CHART_FILE)

@@ -252,7 +252,9 @@ def test_docs_name_every_fault_test() -> None:
     tests = set()
     for name in ("test_faults.py", "test_security.py", "test_load.py"):
         tree = ast.parse((Path(__file__).parent / name).read_text(encoding="utf-8"))
-        tests |= {node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
+        tests |= {
+            node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+        }
     assert documented == tests
 
 
@@ -363,8 +365,9 @@ def test_next_try_stops_a_snakemake_left_running_by_a_killed_try(tmp_path: Path)
     slow = tmp_path / "slow.json"
     slow.write_text(json.dumps({"greeting": "hi", "slow_seconds": 120}))
     inv = JobInvocation(SAMPLE_SNAKEFILE, slow, tmp_path / "run", "slow:name=m", "slow", 1)
-    leftover = subprocess.Popen(snakemake_argv(inv), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    leftover = subprocess.Popen(
+        snakemake_argv(inv), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+    )
     output = tmp_path / "run" / "slow" / "m.txt"
     try:
         wait_until(output.exists, 60, "the leftover's job", poll=0.1)

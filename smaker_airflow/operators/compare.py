@@ -36,7 +36,8 @@ def add_compare_task(cfg: DagConfig, plan: Plan, tasks: dict[str, BaseOperator])
         return None
     if COMPARE_TASK in tasks:
         raise ConfigError(
-            str(cfg.path), "variants",
+            str(cfg.path),
+            "variants",
             f"a job of rule '{plan.job(COMPARE_TASK).rule}' has the task id '{COMPARE_TASK}', which the A/B "
             "comparison task needs; rename that rule.",
         )
