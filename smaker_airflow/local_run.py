@@ -51,7 +51,7 @@ def run_with_snakemake(
         if dry_run:
             subprocess.run([*argv, "--dry-run", "--quiet", "rules"], check=False)
             continue
-        _run(argv, f"{cfg.dag_id} [{arm}]", console)
+        _run(argv, f"{cfg.dag_id} ({arm})", console)
     if not dry_run:
         console.print(f"[green]done[/]: outputs in {workdir}")
 

@@ -1,0 +1,96 @@
+"""The `smaker-airflow` command as a user runs it: exit codes, output, real Snakemake runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import PROJECT
+
+CLI = [sys.executable, "-m", "smaker_airflow.cli"]
+FIT = """
+from smaker_airflow.snakefile import Stage
+
+fit = Stage(config, "fit", uses=["alpha"], after=["prep"])
+
+
+rule fit:
+    input:
+        fit.input("prep", "data.txt"),
+    output:
+        fit.metrics("metrics.json"),
+    shell:
+        "echo '{{\\"alpha\\": {wildcards.alpha}}}' > {output}"
+"""
+CONFIG = """
+dag_id: tiny_cli
+workflow:
+  modules:
+    prep: workflows/prep.smk
+    fit: workflows/fit.smk
+params:
+  size: 3
+  alpha: [1, 2]
+"""
+
+
+def tiny_project(root: Path) -> Path:
+    (root / "workflows").mkdir(parents=True)
+    (root / "configs").mkdir()
+    (root / "workflows" / "prep.smk").write_text((PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text())
+    (root / "workflows" / "fit.smk").write_text(FIT)
+    config = root / "configs" / "tiny_cli.yaml"
+    config.write_text(CONFIG)
+    return config
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "--project", str(cwd), *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_plan_json_lists_the_tasks(tmp_path: Path) -> None:
+    config = tiny_project(tmp_path)
+    result = cli("plan", str(config), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["dag_id"] == "tiny_cli"
+    tasks = {t["task_id"]: t for t in plan["tasks"]}
+    assert set(tasks) == {"prep", "fit__alpha-1", "fit__alpha-2"}
+    assert tasks["fit__alpha-2"]["upstream"] == ["prep"]
+    assert tasks["fit__alpha-2"]["wildcards"] == {"size": "3", "alpha": "2"}
+    assert set(tasks["prep"]) == {"task_id", "rule", "wildcards", "variants", "outputs", "upstream"}
+
+
+def test_run_executes_the_workflow_with_plain_snakemake(tmp_path: Path) -> None:
+    config = tiny_project(tmp_path)
+    workdir = tmp_path / "out"
+    result = cli("run", str(config), "--cores", "2", "--workdir", str(workdir), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tiny_cli (base)" in result.stdout and "4/4" in result.stdout  # 3 jobs + `all`, every one done
+    for alpha in (1, 2):
+        metrics = workdir / f"fit/size~3/alpha~{alpha}/metrics.json"
+        assert json.loads(metrics.read_text()) == {"alpha": alpha}
+    assert (workdir / "prep/size~3/data.txt").read_text().strip() == "3"
+
+
+def test_list_and_validate_report_a_broken_config_without_hiding_the_good_one(tmp_path: Path) -> None:
+    tiny_project(tmp_path)
+    (tmp_path / "configs" / "broken.yaml").write_text("dag_id: broken\nworkflow: {snakefile: nowhere.smk}\n")
+    listing = cli("list", cwd=tmp_path)
+    assert listing.returncode == 1
+    assert "tiny_cli" in listing.stdout and "nowhere.smk" in listing.stdout
+    validate = cli("validate", cwd=tmp_path)
+    assert validate.returncode == 1
+    assert "✓" in validate.stdout and "tiny_cli" in validate.stdout
+    assert "workflow.snakefile" in validate.stderr and "does not exist" in validate.stderr
+    assert "Traceback" not in validate.stderr
+
+
+def test_the_package_is_an_airflow_provider() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    providers = ProvidersManager().providers
+    assert "smaker-airflow" in providers  # `airflow providers list` shows it
+    assert providers["smaker-airflow"].data["package-name"] == "smaker-airflow"
