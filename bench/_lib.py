@@ -156,7 +156,7 @@ def durations(run: dict[str, Any], prefix: str = "") -> list[float]:
 
 GRID_MODULE = """\
 # Benchmark module: `prep` runs once per value of a, `fit` once per (a, b).
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 prep = Stage(config, "prep", uses=["a"])
 fit = Stage(config, "fit", uses=["b"], after=["prep"])

@@ -24,7 +24,7 @@ TARGET = 1.5
 
 MODULE = """\
 # Benchmark module: one trivial job per value of i, independent of each other.
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 noop = Stage(config, "noop", uses=["i"])
 

@@ -56,7 +56,7 @@ def project() -> Iterator[Path]:
 
 def load_dag(project: Path, config_name: str, text: str | None = None) -> Any:
     """Write configs/<name>.yaml (or copy the project's example) and its DAG file; return the DAG."""
-    from smaker_airflow.loader import dag_file_text, dag_from_config
+    from smaker_airflow.dag.loader import dag_file_text, dag_from_config
 
     config = project / "configs" / f"{config_name}.yaml"
     if text is not None:

@@ -19,18 +19,18 @@ from typing import Any
 import pytest
 from airflow.exceptions import ParamValidationError
 
-from smaker_airflow import render
-from smaker_airflow.comparison import metric_sources
 from smaker_airflow.config import load_config
+from smaker_airflow.dag import build as render
 from smaker_airflow.errors import ConfigError
 from smaker_airflow.operators.compare import COMPARE_TASK, CompareArmsOperator
+from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.cache import load_plan
-from smaker_airflow.plan.snakemake_config import workflow_for
+from smaker_airflow.run.comparison import metric_sources
 from tests.conftest import PROJECT, load_dag
 
 MINI_PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
 MINI_FIT = """
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 fit = Stage(config, "fit", uses=["alpha", "mode"], after=["prep"])
 
@@ -50,7 +50,7 @@ rule fit:
             json.dump({"score": round(SCORE, 6), "size": size}, out)
 """
 MINI_BROKEN = """
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 fit = Stage(config, "fit", uses=["alpha", "mode"], after=["prep"])
 

@@ -25,14 +25,14 @@ from typing import Any
 import pytest
 from airflow.sdk import BaseNotifier
 
-from smaker_airflow.alerting import (
+from smaker_airflow.config import load_config
+from smaker_airflow.errors import ConfigError
+from smaker_airflow.notifications.alerting import (
     AlertCallback,
     build_notifier,
     deadline_missed,
     notifier_specs,
 )
-from smaker_airflow.config import load_config
-from smaker_airflow.errors import ConfigError
 from tests.conftest import PROJECT, load_dag
 from tests.notifications.test_webhook import HttpRecorder, start_recorder
 
@@ -293,9 +293,9 @@ def test_alert_text_from_a_real_job_failure(tmp_path: Path) -> None:
     """The sections of an alert, from what a failed Snakemake job process really raises."""
     from types import SimpleNamespace
 
-    from smaker_airflow.alerting import alert_from_context
-    from smaker_airflow.execution import JobInvocation, JobProcess
+    from smaker_airflow.notifications.alerting import alert_from_context
     from smaker_airflow.plan.model import Job
+    from smaker_airflow.run.job_process import JobInvocation, JobProcess
 
     (tmp_path / "Snakefile").write_text(
         'rule fit:\n    output: "out/{k}.txt"\n    log: "logs/{k}.log"\n'
@@ -426,8 +426,8 @@ def test_dag_gets_run_level_callbacks_task_level_callbacks_and_a_deadline(tmp_pa
     from airflow.sdk.definitions.deadline import DeadlineReference
     from airflow.serialization.serialized_objects import DagSerialization
 
+    from smaker_airflow.dag.build import build_dag
     from smaker_airflow.plan.cache import load_plan
-    from smaker_airflow.render import build_dag
 
     cfg = load_config(_tiny_project(tmp_path, DEADLINE_CONFIG))
     dag = build_dag(cfg, load_plan(cfg))
@@ -439,7 +439,7 @@ def test_dag_gets_run_level_callbacks_task_level_callbacks_and_a_deadline(tmp_pa
     [deadline] = dag.deadline  # type: ignore[misc]
     assert deadline.reference == DeadlineReference.DAGRUN_QUEUED_AT  # a manual run may have no logical date
     assert deadline.interval == timedelta(minutes=45)
-    assert deadline.callback.path == "smaker_airflow.alerting.deadline_missed"
+    assert deadline.callback.path == "smaker_airflow.notifications.alerting.deadline_missed"
     assert deadline.callback.kwargs["notifiers"] == [
         {"type": "smtp", "conn_id": "smtp_test", "to": ["oncall@example.com"]}  # only enabled ones, no secret
     ]
@@ -451,7 +451,7 @@ def test_dag_gets_run_level_callbacks_task_level_callbacks_and_a_deadline(tmp_pa
 
 
 def test_deadline_needs_minutes_and_notifiers(tmp_path: Path) -> None:
-    from smaker_airflow.alerting import deadline_alert
+    from smaker_airflow.notifications.alerting import deadline_alert
 
     text = DEADLINE_CONFIG.replace("  deadline_minutes: 45\n", "")
     cfg = load_config(_tiny_project(tmp_path, text))
@@ -498,7 +498,7 @@ def test_broken_notifier_does_not_stop_the_others(connections: None, smtp_server
 
 def test_example_config_alerts_are_valid() -> None:
     cfg = load_config(PROJECT / "configs" / "daily_retraining.yaml")
-    from smaker_airflow.alerting import dag_arguments, task_arguments
+    from smaker_airflow.notifications.alerting import dag_arguments, task_arguments
 
     assert set(task_arguments(cfg)) == {"on_failure_callback"}  # on_retry's webhook is disabled
     assert set(dag_arguments(cfg)) == {"on_failure_callback"}  # the deadline is commented out (dag.test bug)
@@ -512,8 +512,8 @@ LATE_SNAKEFILE = 'rule all:\n    output: "slow.txt"\n    shell: "sleep 30; touch
 @pytest.mark.slow
 def test_deadline_fires_in_a_real_airflow(tmp_path: Path, web_server: HttpRecorder) -> None:
     """Scheduler, triggerer and dag-processor: the deadline alert and the DAG-level success alert."""
-    from smaker_airflow.loader import dag_file_text
-    from smaker_airflow.local_airflow import LocalAirflow
+    from smaker_airflow.dag.loader import dag_file_text
+    from smaker_airflow.deploy.local import LocalAirflow
     from smaker_airflow.plan.cache import load_plan
 
     (tmp_path / "configs").mkdir()

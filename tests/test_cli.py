@@ -9,9 +9,9 @@ from pathlib import Path
 
 from tests.conftest import PROJECT
 
-CLI = [sys.executable, "-m", "smaker_airflow.cli"]
+CLI = [sys.executable, "-m", "smaker_airflow.cli.main"]
 FIT = """
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 fit = Stage(config, "fit", uses=["alpha"], after=["prep"])
 

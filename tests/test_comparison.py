@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from smaker_airflow.comparison import (
+from smaker_airflow.config import load_config
+from smaker_airflow.errors import SmakerError
+from smaker_airflow.plan.cache import load_plan
+from smaker_airflow.plan.model import Job, Plan
+from smaker_airflow.run.comparison import (
     MetricSource,
     build_comparison,
     markdown_table,
@@ -21,15 +25,11 @@ from smaker_airflow.comparison import (
     read_metrics,
     write_comparison,
 )
-from smaker_airflow.config import load_config
-from smaker_airflow.errors import SmakerError
-from smaker_airflow.plan.cache import load_plan
-from smaker_airflow.plan.model import Job, Plan
 from tests.conftest import PROJECT
 
 PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
 FIT = """
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 fit = Stage(config, "fit", uses=["alpha"], after=["prep"])
 

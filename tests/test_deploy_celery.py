@@ -29,11 +29,11 @@ from typing import Any
 
 import pytest
 
-from smaker_airflow.celery_airflow import WORKER_NAME_ENV, CeleryAirflow, _worker_ready, worker_hostname
+from smaker_airflow.dag.loader import dag_file_text
+from smaker_airflow.deploy.celery import WORKER_NAME_ENV, CeleryAirflow, _worker_ready, worker_hostname
 from smaker_airflow.errors import SmakerError
-from smaker_airflow.loader import dag_file_text
 from smaker_airflow.operators.job import SnakemakeJobOperator
-from smaker_airflow.runs import safe_run_id
+from smaker_airflow.run.state import safe_run_id
 from tests.conftest import PROJECT, load_dag
 from tests.test_local_airflow import free_port, processes_of
 
@@ -172,7 +172,7 @@ def test_airflow_knows_every_setting_we_pass(tmp_path: Path) -> None:
     assert got[("celery", "broker_url")] == "redis://h:6379/3"
     assert got[("celery", "result_backend")] == "db+postgresql+psycopg2://u@h:5432/db"
     assert got[("database", "sql_alchemy_conn")] == "postgresql+psycopg2://u@h:5432/db"
-    assert got[("core", "hostname_callable")] == "smaker_airflow.celery_airflow.worker_hostname"
+    assert got[("core", "hostname_callable")] == "smaker_airflow.deploy.celery.worker_hostname"
     assert set(airflow.components) == {"api-server", "scheduler", "dag-processor", "celery-worker-1", "celery-worker-2"}
     assert airflow.command("celery-worker-2")[1:] == [
         "celery", "worker", "--concurrency", "1", "--celery-hostname", "celery-worker-2@%h", "--skip-serve-logs",

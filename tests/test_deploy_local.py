@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from smaker_airflow.config import load_config
-from smaker_airflow.loader import dag_file_text
-from smaker_airflow.local_airflow import LocalAirflow
+from smaker_airflow.dag.loader import dag_file_text
+from smaker_airflow.deploy.local import LocalAirflow
 from smaker_airflow.plan.cache import load_plan
-from smaker_airflow.runs import safe_run_id
+from smaker_airflow.run.state import safe_run_id
 from tests.conftest import PROJECT
 from tests.test_local_airflow import free_port, processes_of
 

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 
 from smaker_airflow.config import load_config
+from smaker_airflow.dag.loader import check_unique_dag_id, dag_file_text
 from smaker_airflow.errors import ConfigError, OverrideError, SmakerError, WorkflowError
-from smaker_airflow.loader import check_unique_dag_id, dag_file_text
-from smaker_airflow.overrides import form_fields, parse_choices
 from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.plan.model import Plan
+from smaker_airflow.run.choices import form_fields, parse_choices
 
 SAMPLES = Path(__file__).parent / "samples" / "errors"
 CONFIGS = SAMPLES / "configs"
@@ -344,7 +344,7 @@ def test_unreadable_neighbour_does_not_break_good_config(tmp_path: Path) -> None
 
 
 def test_cli_message_with_markup_like_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from smaker_airflow.cli import main
+    from smaker_airflow.cli.main import main
 
     config = tmp_path / "markup.yaml"
     config.write_text((CONFIGS / "unsafe_value_slash.yaml").read_text().replace("x/y", '"[/x]"'))

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from smaker_airflow.errors import JobFailed
-from smaker_airflow.execution import (
+from smaker_airflow.run.job_process import (
     JobInvocation,
     JobProcess,
     JobProcessFailed,
@@ -178,7 +178,7 @@ def test_extra_args_come_last_after_a_single_valued_flag(tmp_path: Path) -> None
 
 def test_importing_the_module_imports_neither_snakemake_nor_airflow() -> None:
     code = (
-        "import sys, smaker_airflow.execution; "
+        "import sys, smaker_airflow.run.job_process; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('snakemake', 'airflow')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import load_dag
 
 BROKEN_MODULE = """
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 stage = Stage(config, "fit", uses=["k"])
 

@@ -27,7 +27,7 @@ MAX_ACTIVE_RUNS = 3
 MAX_ACTIVE_TASKS = 1
 LOAD_PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
 LOAD_FIT = """
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 fit = Stage(config, "fit", uses=["alpha"], after=["prep"])
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from smaker_airflow.deploy.local import PID_FILE, LocalAirflow
 from smaker_airflow.errors import SmakerError
-from smaker_airflow.local_airflow import PID_FILE, LocalAirflow
 
 DAG_FILE = """
 from __future__ import annotations
@@ -181,8 +181,8 @@ def test_running_pid_file_refuses_a_second_up(tmp_path: Path, stubborn: subproce
 def test_down_stops_the_whole_tree(
     tmp_path: Path, stubborn: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("smaker_airflow.local_airflow.FIRST_GRACE", 0.3)
-    monkeypatch.setattr("smaker_airflow.local_airflow.STOP_GRACE", 0.3)
+    monkeypatch.setattr("smaker_airflow.deploy.local.FIRST_GRACE", 0.3)
+    monkeypatch.setattr("smaker_airflow.deploy.local.STOP_GRACE", 0.3)
     child = psutil.Process(stubborn.pid).children()[0]
     assert os.getpgid(child.pid) != stubborn.pid  # out of reach of a signal to the recorded group
     local = make_local(tmp_path)

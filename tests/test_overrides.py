@@ -15,17 +15,17 @@ import pytest
 from airflow.sdk import Param
 
 from smaker_airflow.config import DagConfig, load_config
-from smaker_airflow.config_schema import SAFE_VALUE
+from smaker_airflow.config.schema import SAFE_VALUE
 from smaker_airflow.errors import OverrideError
-from smaker_airflow.overrides import form_fields, parse_choices, remap_targets
 from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.plan.model import Plan
 from smaker_airflow.plan.planner import build_plan
+from smaker_airflow.run.choices import form_fields, parse_choices, remap_targets
 from tests.conftest import PROJECT
 
 PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
 FIT = """
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 fit = Stage(config, "fit", uses=["alpha", "mode", "flag"], after=["prep"])
 

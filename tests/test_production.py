@@ -25,16 +25,16 @@ from typing import Any
 import pytest
 
 from smaker_airflow.config import load_config
+from smaker_airflow.dag.build import build_dag
+from smaker_airflow.dag.production import select_artifacts
 from smaker_airflow.errors import ConfigError, SmakerError
 from smaker_airflow.operators.publish import promote, prune
 from smaker_airflow.plan.cache import load_plan
-from smaker_airflow.production import select_artifacts
-from smaker_airflow.render import build_dag
 from tests.conftest import load_dag
 from tests.notifications.test_webhook import HttpRecorder, start_recorder
 
 TOY_MODULE = """
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 train = Stage(config, "train", uses=["C"])
 evaluate = Stage(config, "evaluate", after=["train"])
@@ -363,7 +363,7 @@ def test_grid_keeps_run_paths_and_gate_needs_metrics(tmp_path: Path) -> None:
 
 def test_rule_retries_are_left_to_airflow(tmp_path: Path) -> None:
     from smaker_airflow.errors import JobFailed
-    from smaker_airflow.execution import JobInvocation, JobProcess
+    from smaker_airflow.run.job_process import JobInvocation, JobProcess
 
     snakefile = tmp_path / "Snakefile"
     snakefile.write_text(

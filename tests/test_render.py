@@ -7,8 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from smaker_airflow.config import load_config
+from smaker_airflow.dag.build import build_dag
 from smaker_airflow.plan.cache import load_plan
-from smaker_airflow.render import build_dag
 from tests.conftest import PROJECT
 
 # A snapshot of the A/B example's shape: any change of ids or edges must be deliberate.

@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 
 from smaker_airflow.config import load_config
+from smaker_airflow.dag.build import build_dag
+from smaker_airflow.dag.resources import default_task_resources, task_resources
 from smaker_airflow.errors import ConfigError
 from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.plan.model import Job, Plan
-from smaker_airflow.render import build_dag
-from smaker_airflow.resources import default_task_resources, task_resources
 from tests.conftest import load_dag
 
 # One job that needs everything: 4 threads, 2000 MB memory, 5000 MB disk, one GPU.
 HEAVY_MODULE = """
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 fit = Stage(config, "fit", uses=["k"])
 
@@ -57,7 +57,7 @@ HEAVY_REQUESTS = {"cpu": "4", "memory": "2000M", "ephemeral-storage": "5000M", "
 
 # A job that takes two slots of the pool and checks it ran with two threads.
 POOLED_MODULE = """
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 work = Stage(config, "work", uses=["k"])
 
@@ -253,7 +253,7 @@ def test_dag_files_without_kubernetes_never_import_the_kubernetes_client(project
     config.write_text(HEAVY_CONFIG.split("  kubernetes:")[0])  # the pool only
     code = (
         "import sys\n"
-        "from smaker_airflow.loader import dag_from_config\n"
+        "from smaker_airflow.dag.loader import dag_from_config\n"
         f"task = dag_from_config({str(config)!r}, fileloc='light.py').get_task('fit')\n"
         "assert (task.pool_slots, task.queue) == (4, 'gpu'), task\n"
         "print(sorted(m for m in sys.modules if m.startswith('kubernetes')))\n"

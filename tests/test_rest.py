@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from smaker_airflow.errors import SmakerError
-from smaker_airflow.local_airflow import LocalAirflow
-from smaker_airflow.rest import (
+from smaker_airflow.deploy.local import LocalAirflow
+from smaker_airflow.deploy.rest import (
     AirflowApiError,
     AirflowAuthError,
     AirflowClient,
@@ -25,6 +24,7 @@ from smaker_airflow.rest import (
     AirflowUnreachable,
     AirflowWaitTimeout,
 )
+from smaker_airflow.errors import SmakerError
 
 DAGS = """
 from __future__ import annotations

@@ -28,9 +28,9 @@ import pytest
 from airflow.sdk.exceptions import ParamValidationError
 
 from smaker_airflow.config import load_config
+from smaker_airflow.deploy.rest import AirflowAuthError, AirflowClient
 from smaker_airflow.errors import ConfigError
 from smaker_airflow.plan.cache import cache_path
-from smaker_airflow.rest import AirflowAuthError, AirflowClient
 from tests.conftest import load_dag
 from tests.notifications.test_webhook import HttpRecorder, start_recorder
 from tests.test_faults import Server, airflow_server, free_port

@@ -1,5 +1,5 @@
 # Evaluate: score the model on the held-out split; metrics.json is what gates and A/B compare.
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 evaluate = Stage(config, "evaluate", after=["train"])
 

@@ -1,6 +1,6 @@
 # Ingest: the day's data slice. Generated (no download) so the example runs anywhere;
 # the run date seeds it, so each daily run trains on "its" data.
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 ingest = Stage(config, "ingest", uses=["n_samples"])
 

@@ -1,5 +1,5 @@
 # Preprocess: hold out a test split and standardize features on the train part only.
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 preprocess = Stage(config, "preprocess", uses=["test_size"], after=["ingest"])
 

@@ -1,5 +1,5 @@
 # Train (candidate): a random forest, swapped in for the logistic regression by an A/B arm.
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 train = Stage(config, "train", uses=["n_estimators"], after=["preprocess"])
 

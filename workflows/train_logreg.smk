@@ -1,5 +1,5 @@
 # Train (control): L2-regularized logistic regression; C is the inverse regularization strength.
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 train = Stage(config, "train", uses=["C"], after=["preprocess"])
 

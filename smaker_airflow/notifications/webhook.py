@@ -55,7 +55,7 @@ class WebhookNotifier(BaseNotifier):
     def body(self, context: Mapping[str, Any]) -> bytes:
         if self.payload is not None:
             return json.dumps(self.payload, default=str).encode()
-        from smaker_airflow.alerting import alert_from_context
+        from smaker_airflow.notifications.alerting import alert_from_context
 
         return json.dumps(alert_from_context(context).payload(), default=str).encode()
 

@@ -21,11 +21,11 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, TriggerRule
 
-from smaker_airflow import runs
-from smaker_airflow.comparison import MetricSource, build_comparison, metric_sources, write_comparison
 from smaker_airflow.config import DagConfig, load_config
 from smaker_airflow.errors import ConfigError, SmakerError
 from smaker_airflow.plan.model import Plan
+from smaker_airflow.run import state as runs
+from smaker_airflow.run.comparison import MetricSource, build_comparison, metric_sources, write_comparison
 
 COMPARE_TASK = "compare"
 

@@ -23,9 +23,9 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from smaker_airflow import runs
 from smaker_airflow.errors import SmakerError
 from smaker_airflow.operators.publish import CURRENT, Artifact, require_files, resolve_paths
+from smaker_airflow.run import state as runs
 
 
 class QualityGateFailed(SmakerError):

@@ -8,9 +8,9 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
-from smaker_airflow import runs
-from smaker_airflow.execution import JobInvocation, JobProcess
 from smaker_airflow.plan.model import Job
+from smaker_airflow.run import state as runs
+from smaker_airflow.run.job_process import JobInvocation, JobProcess
 
 
 class SnakemakeJobOperator(BaseOperator):

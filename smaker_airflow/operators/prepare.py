@@ -7,10 +7,10 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from smaker_airflow import overrides as form
-from smaker_airflow import runs
 from smaker_airflow.config import load_config
-from smaker_airflow.plan.snakemake_config import workflow_for
+from smaker_airflow.plan.arms import workflow_for
+from smaker_airflow.run import choices as form
+from smaker_airflow.run import state as runs
 
 
 class PrepareRunOperator(BaseOperator):

@@ -31,9 +31,9 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from smaker_airflow import runs
 from smaker_airflow.config import DagConfig
 from smaker_airflow.errors import SmakerError
+from smaker_airflow.run import state as runs
 
 CURRENT = "current"
 VERSIONS = "versions"

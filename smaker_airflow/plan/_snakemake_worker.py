@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-REGISTRY_MODULE = "smaker_airflow.snakefile"
+REGISTRY_MODULE = "smaker_airflow.workflow.stage"
 # Characters Snakemake's --target-jobs parser cannot carry in a wildcard value:
 # entries are split on ",", and quotes at either end of a value are stripped.
 _UNSAFE_IN_TARGET = re.compile(r"(,)|(^['\"])|(['\"]$)")

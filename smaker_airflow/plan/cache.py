@@ -40,19 +40,17 @@ LARGE_FILE = 1 << 20  # bytes: bigger files are compared by (size, mtime), not h
 LOCK_WAIT_SECONDS = 600.0  # longer than a plan build may take (the worker's timeout is 300 s)
 STALE_SECONDS = 24 * 3600  # superseded plans, temp and lock files older than this are removed
 _PACKAGE = Path(__file__).resolve().parent.parent
-# What a plan depends on inside this package: a change here must not serve old plans.
+# What a plan depends on inside this package: every file of the stages before the DAG
+# (config, workflow, plan), so a change to any of them never serves an old plan.
 PLANNER_FILES = tuple(
-    _PACKAGE / name
-    for name in (
-        "entry.smk",
-        "snakefile.py",
-        "plan/planner.py",
-        "plan/snakemake_config.py",
-        "plan/snakemake_dag.py",
-        "plan/_snakemake_worker.py",
-        "plan/model.py",
+    sorted(
+        path
+        for folder in ("config", "workflow", "plan")
+        for path in (_PACKAGE / folder).rglob("*")
+        if path.suffix in {".py", ".smk"}
     )
 )
+PLANNER_FILES = (*PLANNER_FILES, _PACKAGE / "errors.py")
 
 _CACHE_NAME = re.compile(r"^\.?(?P<dag_id>.+)-[0-9a-f]{20}\.(json|lock)(\..+\.tmp)?$")
 

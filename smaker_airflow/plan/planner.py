@@ -14,9 +14,9 @@ from typing import Any
 
 from smaker_airflow.config import DagConfig
 from smaker_airflow.errors import WorkflowError
+from smaker_airflow.plan.arms import workflow_for
+from smaker_airflow.plan.job_graph import build_job_graph
 from smaker_airflow.plan.model import Job, Plan
-from smaker_airflow.plan.snakemake_config import workflow_for
-from smaker_airflow.plan.snakemake_dag import build_job_graph
 
 MAX_TASK_ID = 250
 CONSTRAINT = re.compile(r"\{(\w+),[^}]*\}")

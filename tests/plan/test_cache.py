@@ -88,7 +88,7 @@ def import_dag_file(dag_file: Path, tmp_path: Path) -> dict[str, Any]:
 
 
 def write_dag_file(config: Path) -> Path:
-    from smaker_airflow.loader import dag_file_text
+    from smaker_airflow.dag.loader import dag_file_text
 
     dags = config.parent.parent / "dags"
     dags.mkdir(exist_ok=True)
@@ -123,7 +123,7 @@ def test_warm_import_reads_the_cache_without_snakemake_or_a_metadata_db(
 def test_compile_prebuilds_the_cache_so_the_first_import_is_warm(
     daily: DagConfig, own_cache: Path, tmp_path: Path
 ) -> None:
-    from smaker_airflow.cli import main
+    from smaker_airflow.cli.main import main
 
     assert main(["--project", str(daily.project_root), "compile"]) == 0
 

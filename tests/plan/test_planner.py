@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from smaker_airflow.config import load_config
+from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.planner import build_plan
-from smaker_airflow.plan.snakemake_config import workflow_for
 from tests.conftest import PROJECT
 
 SAMPLES = PROJECT / "tests" / "samples"

@@ -20,7 +20,7 @@ import pytest
 
 from smaker_airflow.errors import WorkflowError
 from smaker_airflow.plan import _snakemake_worker as worker
-from smaker_airflow.plan.snakemake_dag import JobGraph, build_job_graph
+from smaker_airflow.plan.job_graph import JobGraph, build_job_graph
 
 SAMPLES = Path(__file__).parent / "samples"
 GRID = SAMPLES / "grid" / "Snakefile"

@@ -1,5 +1,5 @@
 # The upstream stage of the tiny two-stage workflows the tests build around it.
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 prep = Stage(config, "prep", uses=["size"])
 

@@ -1,5 +1,5 @@
 # Catalog fixture: the second stage; its metrics are the workflow's final output.
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 fit = Stage(config, "fit", uses=["alpha", "mode"], after=["prep"])
 

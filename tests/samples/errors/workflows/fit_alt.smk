@@ -1,5 +1,5 @@
 # Catalog fixture: a swapped implementation of the "fit" stage (the `alt` arm).
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 fit = Stage(config, "fit", uses=["alpha", "mode"], after=["prep"])
 

@@ -1,5 +1,5 @@
 # Catalog fixture: the first stage of a tiny generalized workflow (planned, never run).
-from smaker_airflow.snakefile import Stage
+from smaker_airflow import Stage
 
 prep = Stage(config, "prep", uses=["size"])
 

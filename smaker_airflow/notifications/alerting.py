@@ -392,7 +392,7 @@ def _snakemake_error(output: str) -> str:
 
 
 def _run_folder(task: Any, run_id: str, runs_dir: str | None) -> Path | None:
-    from smaker_airflow.runs import safe_run_id
+    from smaker_airflow.run.state import safe_run_id
 
     if runs_dir:
         return Path(runs_dir) / safe_run_id(run_id)
@@ -405,7 +405,7 @@ def _run_folder(task: Any, run_id: str, runs_dir: str | None) -> Path | None:
 def _job_log_tail(job: Any, folder: Path | None) -> str:
     if job is None or folder is None:
         return ""
-    from smaker_airflow.execution import read_log_tails
+    from smaker_airflow.run.job_process import read_log_tails
 
     return read_log_tails(folder, job.log)
 
@@ -413,7 +413,7 @@ def _job_log_tail(job: Any, folder: Path | None) -> str:
 def _run_date(folder: Path | None) -> str:
     if folder is None:
         return ""
-    from smaker_airflow.runs import RunState
+    from smaker_airflow.run.state import RunState
 
     try:
         return RunState.read(folder).run_date

@@ -18,8 +18,8 @@ from smaker_airflow.errors import ConfigError
 
 def dag_from_config(config_path: str | Path, *, fileloc: str | None = None) -> DAG:
     """The DAG of a config; `fileloc` is the DAG file (default: the caller's file)."""
+    from smaker_airflow.dag.build import build_dag
     from smaker_airflow.plan.cache import load_plan
-    from smaker_airflow.render import build_dag
 
     cfg = load_config(config_path)
     check_unique_dag_id(cfg)
@@ -58,6 +58,6 @@ def dag_file_text(config: Path, dags_folder: Path) -> str:
     return (
         f'"""Airflow DAG for {relative.as_posix()[3:]}: built by smaker-airflow from the config."""\n\n'
         "from pathlib import Path\n\n"
-        "from smaker_airflow.loader import dag_from_config\n\n"
+        "from smaker_airflow import dag_from_config\n\n"
         f"dag = dag_from_config(Path(__file__).resolve().parent.parent.joinpath({parts}))\n"
     )

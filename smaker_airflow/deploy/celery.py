@@ -23,12 +23,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from smaker_airflow.deploy.local import _EXTRA_ARGS, LocalAirflow, _Proc, _start_time, _tail
 from smaker_airflow.errors import SmakerError
-from smaker_airflow.local_airflow import _EXTRA_ARGS, LocalAirflow, _Proc, _start_time, _tail
 
 WORKER_NAME_ENV = "SMAKER_AIRFLOW_WORKER_NAME"
 WORKER_PREFIX = "celery-worker-"
-HOSTNAME_CALLABLE = "smaker_airflow.celery_airflow.worker_hostname"
+HOSTNAME_CALLABLE = "smaker_airflow.deploy.celery.worker_hostname"
 
 
 def worker_hostname() -> str:

@@ -12,13 +12,14 @@ from typing import Any
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 from airflow.sdk.definitions.param import ParamsDict
 
-from smaker_airflow import alerting, docs, production, resources
 from smaker_airflow.config import DagConfig
+from smaker_airflow.dag import docs, production, resources
+from smaker_airflow.notifications import alerting
 from smaker_airflow.operators.compare import add_compare_task
 from smaker_airflow.operators.job import SnakemakeJobOperator
 from smaker_airflow.operators.prepare import PrepareRunOperator
-from smaker_airflow.overrides import form_fields
 from smaker_airflow.plan.model import Job, Plan
+from smaker_airflow.run.choices import form_fields
 
 PREPARE_TASK = "prepare"
 

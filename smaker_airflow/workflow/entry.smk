@@ -1,7 +1,7 @@
 # The top-level Snakefile of every modular workflow: smaker-airflow passes the
 # modules and parameters of one variant in `config["__smaker__"]`; this file
 # includes the modules in order and asks for their final outputs over the grid.
-from smaker_airflow import snakefile as _smaker
+from smaker_airflow.workflow import stage as _smaker
 
 _smaker.reset()
 _settings = _smaker.settings(config)

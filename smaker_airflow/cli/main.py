@@ -87,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _configs(args: argparse.Namespace, given: list[Path]) -> list[Path]:
-    from smaker_airflow.loader import config_files
+    from smaker_airflow.dag.loader import config_files
 
     if given:
         return given
@@ -99,9 +99,9 @@ def _configs(args: argparse.Namespace, given: list[Path]) -> list[Path]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from smaker_airflow.config import load_config
-    from smaker_airflow.loader import check_unique_dag_id
+    from smaker_airflow.dag.build import build_dag
+    from smaker_airflow.dag.loader import check_unique_dag_id
     from smaker_airflow.plan.cache import load_plan
-    from smaker_airflow.render import build_dag
 
     failed = 0
     for path in _configs(args, args.configs):
@@ -145,8 +145,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from smaker_airflow.cli.local_run import run_with_snakemake
     from smaker_airflow.config import load_config
-    from smaker_airflow.local_run import run_with_snakemake
 
     cfg = load_config(args.config)
     arms = args.variant or list(cfg.variants)
@@ -181,7 +181,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from smaker_airflow.config import load_config
-    from smaker_airflow.loader import check_unique_dag_id, dag_file_text
+    from smaker_airflow.dag.loader import check_unique_dag_id, dag_file_text
     from smaker_airflow.plan.cache import cache_path, load_plan
 
     dags = args.project / "dags"
@@ -199,8 +199,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from smaker_airflow.local_airflow import LocalAirflow
-    from smaker_airflow.rest import AirflowClient
+    from smaker_airflow.deploy.local import LocalAirflow
+    from smaker_airflow.deploy.rest import AirflowClient
 
     if args.url:
         if not (args.username and args.password):
@@ -257,7 +257,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from smaker_airflow.config import load_config
-    from smaker_airflow.local_airflow import LocalAirflow
+    from smaker_airflow.deploy.local import LocalAirflow
 
     configs = _configs(args, [])  # before starting anything: a folder without configs is no project
     local = LocalAirflow.for_project(args.project, port=args.port)
@@ -287,7 +287,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from smaker_airflow.local_airflow import LocalAirflow
+    from smaker_airflow.deploy.local import LocalAirflow
 
     pids = LocalAirflow.for_project(args.project).down()
     console.print(f"stopped {len(pids)} process group(s)" if pids else "no local Airflow was running")

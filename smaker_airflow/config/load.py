@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from smaker_airflow.config_schema import ARM_NAME, DAG_ID, IDENTIFIER, SAFE_VALUE, SCHEMA
+from smaker_airflow.config.schema import ARM_NAME, DAG_ID, IDENTIFIER, SAFE_VALUE, SCHEMA
 from smaker_airflow.errors import ConfigError
 
 RUNS_ROOT_ENV = "SMAKER_AIRFLOW_RUNS_ROOT"

@@ -18,8 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from smaker_airflow.config import DagConfig
 from smaker_airflow.errors import JobFailed
-from smaker_airflow.plan.snakemake_config import workflow_for
-from smaker_airflow.runs import STATE_DIR
+from smaker_airflow.plan.arms import workflow_for
+from smaker_airflow.run.state import STATE_DIR
 
 STEPS = re.compile(r"(\d+) of (\d+) steps")
 

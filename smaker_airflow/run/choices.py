@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from smaker_airflow.config import DagConfig
-from smaker_airflow.config_schema import SAFE_VALUE
+from smaker_airflow.config.schema import SAFE_VALUE
 from smaker_airflow.errors import OverrideError
 from smaker_airflow.plan.model import Job, Plan
 

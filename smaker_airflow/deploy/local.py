@@ -33,8 +33,8 @@ from pathlib import Path
 
 import psutil
 
+from smaker_airflow.deploy.rest import AirflowApiError, AirflowClient
 from smaker_airflow.errors import SmakerError
-from smaker_airflow.rest import AirflowApiError, AirflowClient
 
 USERNAME = "admin"
 DEFAULT_PASSWORD = "admin"

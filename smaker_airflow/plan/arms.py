@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from smaker_airflow.config import DagConfig
-from smaker_airflow.snakefile import SETTINGS_KEY
+from smaker_airflow.workflow.stage import SETTINGS_KEY
 
-ENTRY_SNAKEFILE = Path(__file__).resolve().parent.parent / "entry.smk"
+ENTRY_SNAKEFILE = Path(__file__).resolve().parent.parent / "workflow" / "entry.smk"
 # Plans do not depend on the date; runs get theirs (see smaker_airflow/runs.py).
 PLAN_DATE = "1970-01-01"
 

@@ -5,7 +5,7 @@ it reads from (``after``). Its outputs then live under a folder that carries
 exactly the parameters of the stage and of everything upstream of it, as
 Snakemake wildcards::
 
-    from smaker_airflow.snakefile import Stage
+    from smaker_airflow.workflow.stage import Stage
     stage = Stage(config, "train", uses=["C"], after=["preprocess"])
 
     rule train:
