@@ -45,7 +45,7 @@ import json, sys
 from smaker_airflow.config import load_config
 from smaker_airflow.plan.arms import workflow_for
 cfg = load_config(sys.argv[1])
-arms = {arm: workflow_for(cfg, arm, run_date=sys.argv[2]) for arm in cfg.variants}
+arms = {arm: workflow_for(cfg, arm, run_date=sys.argv[2]) for arm in cfg.arms}
 print(json.dumps({arm: [str(snakefile), config] for arm, (snakefile, config) in arms.items()}))
 """
 

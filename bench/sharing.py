@@ -30,8 +30,8 @@ GRID: dict[str, list[Any]] = {"n_samples": [300, 600], "test_size": [0.2, 0.25],
 def smaker_style(cfg: Any, plan: Any, overrides: dict[str, list[Any]] | None) -> dict[str, int]:
     """Per arm: every grid point of the arm runs every stage (rule) of the arm's workflow."""
     counts = {}
-    for arm in cfg.variants:
-        stages = {job.rule for job in plan.jobs if arm in job.variants}
+    for arm in cfg.arms:
+        stages = {job.rule for job in plan.jobs if arm in job.arms}
         points = math.prod(len(values) for values in cfg.arm_params(arm, overrides).values())
         counts[arm] = points * len(stages)
     return counts
@@ -42,7 +42,7 @@ def report(title: str, cfg: Any, plan: Any, overrides: dict[str, list[Any]] | No
     theirs = smaker_style(cfg, plan, overrides)
     print(f"{title}:")
     by_rule = Counter(job.rule for job in plan.jobs)
-    shared = sum(1 for job in plan.jobs if len(job.variants) > 1)
+    shared = sum(1 for job in plan.jobs if len(job.arms) > 1)
     print(
         f"  smaker-airflow: {ours} jobs ({', '.join(f'{rule} x{n}' for rule, n in by_rule.items())}; "
         f"{shared} shared by several arms)"

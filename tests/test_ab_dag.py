@@ -198,14 +198,14 @@ def test_ab_dag_has_one_task_per_distinct_job(project: Path, tmp_path: Path) -> 
     assert {t.task_id for t in dag.tasks} - set(job_tasks) >= {"prepare", COMPARE_TASK}
 
     # ... = Snakemake's own jobs of every arm, a job that several arms run counted once.
-    per_arm = {arm: snakemake_dry_run_jobs(cfg, arm, tmp_path) for arm in cfg.variants}
+    per_arm = {arm: snakemake_dry_run_jobs(cfg, arm, tmp_path) for arm in cfg.arms}
     distinct = set().union(*per_arm.values())
     assert sum(len(jobs) for jobs in per_arm.values()) == 12  # 4 jobs in each of 3 arms
     assert len(job_tasks) == len(distinct) == 8  # ingest and preprocess shared by the 3 arms
     assert {tuple(sorted(job.outputs)) for job in plan.jobs} == distinct
     for arm, jobs in per_arm.items():
-        assert {tuple(sorted(j.outputs)) for j in plan.jobs if arm in j.variants} == jobs, arm
-    shared = {job.task_id for job in plan.jobs if len(job.variants) > 1}
+        assert {tuple(sorted(j.outputs)) for j in plan.jobs if arm in j.arms} == jobs, arm
+    shared = {job.task_id for job in plan.jobs if len(job.arms) > 1}
     assert shared == {"ingest", "preprocess"}
     assert all(job_tasks[t].task_group is None or job_tasks[t].task_group.is_root for t in shared)
 

@@ -60,7 +60,7 @@ def test_plan_json_lists_the_tasks(tmp_path: Path) -> None:
     assert set(tasks) == {"prep", "fit__alpha-1", "fit__alpha-2"}
     assert tasks["fit__alpha-2"]["upstream"] == ["prep"]
     assert tasks["fit__alpha-2"]["wildcards"] == {"size": "3", "alpha": "2"}
-    assert set(tasks["prep"]) == {"task_id", "rule", "wildcards", "variants", "outputs", "upstream"}
+    assert set(tasks["prep"]) == {"task_id", "rule", "wildcards", "arms", "outputs", "upstream"}
 
 
 def test_run_executes_the_workflow_with_plain_snakemake(tmp_path: Path) -> None:

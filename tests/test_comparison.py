@@ -91,8 +91,8 @@ def job(
         resources={},
         retries=0,
         priority=0,
-        variants=arms,
-        variant=arms[0],
+        arms=arms,
+        arm=arms[0],
         upstream=[],
         snakefile="Snakefile",
         metrics=metrics or [],
@@ -210,7 +210,7 @@ def test_grid_points_are_labelled_and_compared_point_by_point(tmp_path: Path) ->
         write_json(tmp_path, source.paths[0], {"score": scores[source.arm][source.wildcards["alpha"]]})
 
     comparison = build_comparison(
-        tmp_path, sources, arms=list(plan.variants), control="control", dag_id="grid_ab", run_id="r"
+        tmp_path, sources, arms=list(plan.arms), control="control", dag_id="grid_ab", run_id="r"
     )
     labels = [row.label for row in comparison.rows]
     assert labels == ["control alpha=0.5", "control alpha=2.0", "alt alpha=0.5", "alt alpha=2.0", "fixed"]

@@ -88,7 +88,7 @@ CONFIG_MISTAKES: dict[str, tuple[Path, Mistake]] = {
     "plain_module_swap": _config(
         "plain_module_swap", "variants.alt.modules:", "plain `snakefile:`", "remove `modules:`"
     ),
-    "unknown_control": _config("unknown_control", "control:", "'baseline' is not a variant", "control, alt"),
+    "unknown_control": _config("unknown_control", "control:", "'baseline' is not an arm", "control, alt"),
     "overridable_unknown": _config("overridable_unknown", "overridable.n_rows:", "not a parameter", "known: size"),
     "duplicate_dag_id": _config(
         "duplicate_dag_id_a", "dag_id:", "duplicate_dag_id_b.yaml", "Give each config its own dag_id"
@@ -240,7 +240,7 @@ def test_good_config_plans(planned: dict[str, Any]) -> None:
     """The reference config plans: every Snakefile row fails because of its one mistake, not the fixtures."""
     plan = planned["good"]
     assert isinstance(plan, Plan), plan
-    assert sorted(plan.variants) == ["alt", "control"]
+    assert sorted(plan.arms) == ["alt", "control"]
     assert sorted({job.rule for job in plan.jobs}) == ["fit", "fit_alt", "prep"]
 
 

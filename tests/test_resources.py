@@ -293,8 +293,8 @@ def _any_job() -> Job:
         resources={},
         retries=0,
         priority=0,
-        variants=["base"],
-        variant="base",
+        arms=["base"],
+        arm="base",
         upstream=[],
         snakefile="Snakefile",
     )

@@ -53,7 +53,9 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="run a config's workflow with plain Snakemake (no Airflow)")
     s.add_argument("config", type=Path)
-    s.add_argument("--variant", action="append", help="arm to run (repeatable; default: every arm)")
+    s.add_argument(
+        "--arm", "--variant", dest="arm", action="append", help="arm to run (repeatable; default: every arm)"
+    )
     s.add_argument("--cores", type=int, default=2)
     s.add_argument("--dry-run", "-n", action="store_true")
     s.add_argument("--workdir", type=Path, help="run folder (default: <runs_root>/<dag_id>/cli)")
@@ -114,9 +116,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed += 1
             err.print(f"[red]✗[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             continue
-        console.print(
-            f"[green]✓[/] {path}: dag_id {cfg.dag_id}, {len(plan.jobs)} jobs, arms {', '.join(plan.variants)}"
-        )
+        console.print(f"[green]✓[/] {path}: dag_id {cfg.dag_id}, {len(plan.jobs)} jobs, arms {', '.join(plan.arms)}")
         dag_file = args.project / "dags" / f"{path.stem}.py"
         if path.parent.resolve() == (args.project / "configs").resolve() and not dag_file.exists():
             console.print(f"  [yellow]![/] no DAG file {dag_file}: run `smaker-airflow compile` to write it")
@@ -130,7 +130,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     plan = load_plan(cfg)
     if args.json:
-        keys = ("task_id", "rule", "wildcards", "variants", "outputs", "upstream")
+        keys = ("task_id", "rule", "wildcards", "arms", "outputs", "upstream")
         tasks = [{k: getattr(job, k) for k in keys} for job in plan.jobs]
         print(json.dumps({"dag_id": plan.dag_id, "tasks": tasks}, indent=2))
         return 0
@@ -139,7 +139,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         table.add_column(column)
     for job in plan.jobs:
         wildcards = ", ".join(f"{k}={v}" for k, v in job.wildcards.items())
-        table.add_row(job.task_id, job.rule, wildcards, ", ".join(job.variants), ", ".join(job.upstream))
+        table.add_row(job.task_id, job.rule, wildcards, ", ".join(job.arms), ", ".join(job.upstream))
     console.print(table)
     return 0
 
@@ -149,12 +149,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from smaker_airflow.config import load_config
 
     cfg = load_config(args.config)
-    arms = args.variant or list(cfg.variants)
-    unknown = [a for a in arms if a not in cfg.variants]
+    arms = args.arm or list(cfg.arms)
+    unknown = [a for a in arms if a not in cfg.arms]
     if unknown:
-        raise SmakerError(
-            f"{cfg.path}: unknown variant(s) {', '.join(unknown)}; choose among {', '.join(cfg.variants)}."
-        )
+        raise SmakerError(f"{cfg.path}: unknown arm(s) {', '.join(unknown)}; choose among {', '.join(cfg.arms)}.")
     workdir = args.workdir or cfg.runs_root / cfg.dag_id / "cli"
     run_with_snakemake(cfg, arms, workdir, cores=args.cores, dry_run=args.dry_run, console=console)
     return 0
@@ -174,7 +172,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             failed += 1
             table.add_row("[red]invalid[/]", str(path), "", escape(str(e)))
             continue
-        table.add_row(cfg.dag_id, str(path), str(cfg.option("schedule")), ", ".join(cfg.variants))
+        table.add_row(cfg.dag_id, str(path), str(cfg.option("schedule")), ", ".join(cfg.arms))
     console.print(table)
     return 1 if failed else 0
 

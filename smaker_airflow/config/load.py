@@ -43,7 +43,7 @@ _TYPE_WORDS = {
 
 
 @dataclass(frozen=True)
-class Variant:
+class Arm:
     """One arm: the base config with some params and/or modules swapped."""
 
     name: str
@@ -61,7 +61,7 @@ class DagConfig:
     workflow_style: str  # "generalized" (modules with Stage), "smaker" (Smaker modules) or "plain"
     snakefile: Path | None  # plain Snakefile, when the workflow is not modular
     params: dict[str, list[Any]]  # every value a list (the grid); declaration order kept
-    variants: dict[str, Variant]  # at least one arm
+    arms: dict[str, Arm]  # at least one arm; the YAML key is `variants:`
     control: str
     overridable: dict[str, str]  # param -> description for the trigger form
     snakemake_config: dict[str, Any]  # plain passthrough to Snakemake's `config`
@@ -74,7 +74,7 @@ class DagConfig:
 
     def arm_params(self, arm: str, overrides: dict[str, list[Any]] | None = None) -> dict[str, list[Any]]:
         """An arm's parameters: base values, run-time overrides, then the arm's own overrides."""
-        return {**self.params, **(overrides or {}), **self.variants[arm].param_overrides}
+        return {**self.params, **(overrides or {}), **self.arms[arm].param_overrides}
 
     def option(self, key: str, default: Any = None) -> Any:
         return self.raw.get(key, default)
@@ -207,10 +207,10 @@ def _build(path: Path, root: Path, raw: dict[str, Any]) -> DagConfig:
         _project_file(path, root, "workflow.snakefile", workflow["snakefile"]) if "snakefile" in workflow else None
     )
     style = "plain" if snakefile else workflow.get("style", "generalized")
-    variants = _variants(path, root, raw, params, modules, style)
-    control = raw.get("control", next(iter(variants)))
-    if control not in variants:
-        raise ConfigError(str(path), "control", f"'{control}' is not a variant; use one of {', '.join(variants)}.")
+    arms = _arms(path, root, raw, params, modules, style)
+    control = raw.get("control", next(iter(arms)))
+    if control not in arms:
+        raise ConfigError(str(path), "control", f"'{control}' is not an arm; use one of {', '.join(arms)}.")
     for name in raw.get("overridable") or {}:
         if name not in params:
             raise ConfigError(
@@ -227,7 +227,7 @@ def _build(path: Path, root: Path, raw: dict[str, Any]) -> DagConfig:
         workflow_style=style,
         snakefile=snakefile,
         params=params,
-        variants=variants,
+        arms=arms,
         control=control,
         overridable=dict(raw.get("overridable") or {}),
         snakemake_config=dict(raw.get("config") or {}),
@@ -265,17 +265,17 @@ def _project_file(path: Path, root: Path, key: str, file: str) -> Path:
     return resolved
 
 
-def _variants(
+def _arms(
     path: Path,
     root: Path,
     raw: dict[str, Any],
     params: dict[str, list[Any]],
     modules: dict[str, Path],
     style: str,
-) -> dict[str, Variant]:
+) -> dict[str, Arm]:
     declared = raw.get("variants") or {}
     if not declared:
-        return {BASE_ARM: Variant(BASE_ARM, {}, modules)}
+        return {BASE_ARM: Arm(BASE_ARM, {}, modules)}
     arms = {}
     for name, spec in declared.items():
         spec = spec or {}
@@ -286,7 +286,7 @@ def _variants(
                 raise ConfigError(
                     str(path),
                     f"{key}.params.{param}",
-                    f"unknown parameter '{param}'; a variant can only override parameters declared under "
+                    f"unknown parameter '{param}'; an arm can only override parameters declared under "
                     f"`params:` ({', '.join(params) or 'none'}).",
                 )
         _check_values(path, f"{key}.params", overrides)
@@ -295,7 +295,7 @@ def _variants(
             raise ConfigError(
                 str(path),
                 f"{key}.modules",
-                "a plain `snakefile:` workflow has no modules to swap: remove `modules:` from this variant, "
+                "a plain `snakefile:` workflow has no modules to swap: remove `modules:` from this arm, "
                 "or list the workflow's parts under `workflow.modules`.",
             )
         for module in swaps:
@@ -303,10 +303,10 @@ def _variants(
                 raise ConfigError(
                     str(path),
                     f"{key}.modules.{module}",
-                    f"unknown module '{module}'; a variant swaps modules of `workflow.modules` ({', '.join(modules)}).",
+                    f"unknown module '{module}'; an arm swaps modules of `workflow.modules` ({', '.join(modules)}).",
                 )
         swapped = {m: _project_file(path, root, f"{key}.modules.{m}", f) for m, f in swaps.items()}
-        arms[name] = Variant(name, overrides, {**modules, **swapped}, spec.get("description", ""))
+        arms[name] = Arm(name, overrides, {**modules, **swapped}, spec.get("description", ""))
     return arms
 
 

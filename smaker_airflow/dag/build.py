@@ -33,7 +33,7 @@ def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
     with DAG(**arguments) as dag:
         prepare = PrepareRunOperator(task_id=PREPARE_TASK, config_path=str(cfg.path), retries=0)
         groups = {
-            arm: TaskGroup(arm, tooltip=cfg.variants[arm].description or f"arm {arm}")
+            arm: TaskGroup(arm, tooltip=cfg.arms[arm].description or f"arm {arm}")
             for arm in dict.fromkeys(job.group for job in plan.jobs if job.group)
         }
         tasks: dict[str, BaseOperator] = {}

@@ -28,10 +28,10 @@ def dag_doc(cfg: DagConfig, plan: Plan) -> str:
         "| arm | parameters | modules | jobs |",
         "|---|---|---|---|",
     ]
-    for arm, variant in cfg.variants.items():
-        params = ", ".join(f"{k}={v}" for k, v in variant.param_overrides.items()) or "base"
-        modules = ", ".join(f"{k}: `{p.relative_to(cfg.project_root)}`" for k, p in variant.modules.items())
-        count = sum(arm in job.variants for job in plan.jobs)
+    for arm, spec in cfg.arms.items():
+        params = ", ".join(f"{k}={v}" for k, v in spec.param_overrides.items()) or "base"
+        modules = ", ".join(f"{k}: `{p.relative_to(cfg.project_root)}`" for k, p in spec.modules.items())
+        count = sum(arm in job.arms for job in plan.jobs)
         lines.append(f"| {arm}{' (control)' if arm == cfg.control else ''} | {params} | {modules} | {count} |")
     return "\n".join(lines)
 
@@ -45,7 +45,7 @@ def job_doc(job: Job) -> str:
             f"### Snakemake job `{job.rule}`",
             f"- target: `{job.target}`",
             f"- wildcards: `{json.dumps(job.wildcards)}`",
-            f"- arms: {', '.join(job.variants)}",
+            f"- arms: {', '.join(job.arms)}",
             f"- threads: {job.threads}; resources: `{json.dumps(job.resources)}`; retries: {job.retries}",
             f"- rule defined in `{job.snakefile}`",
             "",

@@ -103,7 +103,7 @@ def published_asset(cfg: DagConfig, name: str) -> Asset:
 
 
 def control_finals(cfg: DagConfig, plan: Plan) -> list[Job]:
-    return [job for job in plan.jobs if job.final and cfg.control in job.variants]
+    return [job for job in plan.jobs if job.final and cfg.control in job.arms]
 
 
 def select_artifacts(cfg: DagConfig, plan: Plan) -> list[Artifact]:

@@ -32,7 +32,7 @@ COMPARE_TASK = "compare"
 
 def add_compare_task(cfg: DagConfig, plan: Plan, tasks: dict[str, BaseOperator]) -> BaseOperator | None:
     """Add `compare` downstream of every final job, for configs with more than one arm."""
-    if len(cfg.variants) < 2:
+    if len(cfg.arms) < 2:
         return None
     if COMPARE_TASK in tasks:
         raise ConfigError(
@@ -102,5 +102,5 @@ class CompareArmsOperator(BaseOperator):
         # `prepare` did when it checked the shape; only the selected arms, to keep it short.
         from smaker_airflow.plan.planner import build_plan
 
-        selected = replace(cfg, variants={arm: cfg.variants[arm] for arm in state.arms})
+        selected = replace(cfg, arms={arm: cfg.arms[arm] for arm in state.arms})
         return metric_sources(build_plan(selected, state.overrides), state.arms)

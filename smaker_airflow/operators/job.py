@@ -33,10 +33,10 @@ class SnakemakeJobOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         folder = Path(self.runs_root) / self.dag_folder_id / runs.safe_run_id(context["dag_run"].run_id)
         state = runs.RunState.read(folder)
-        selected = [arm for arm in self.job.variants if arm in state.arms]
+        selected = [arm for arm in self.job.arms if arm in state.arms]
         if not selected:
-            raise AirflowSkipException(f"arm(s) {', '.join(self.job.variants)} not selected for this run")
-        arm = self.job.variant if self.job.variant in selected else selected[0]
+            raise AirflowSkipException(f"arm(s) {', '.join(self.job.arms)} not selected for this run")
+        arm = self.job.arm if self.job.arm in selected else selected[0]
         invocation = JobInvocation(
             snakefile=Path(state.configs[arm]["snakefile"]),
             configfile=Path(state.configs[arm]["configfile"]),

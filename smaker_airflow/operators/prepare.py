@@ -39,7 +39,7 @@ class PrepareRunOperator(BaseOperator):
 
             targets = form.remap_targets(cfg, load_plan(cfg), build_plan(cfg, overrides), overrides)
         configs = {}
-        for arm in cfg.variants:
+        for arm in cfg.arms:
             snakefile, config = workflow_for(cfg, arm, overrides, run_date=date)
             configfile = folder / runs.STATE_DIR / f"config-{arm}.json"
             configfile.write_text(json.dumps(config, indent=2, sort_keys=True))

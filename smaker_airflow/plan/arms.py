@@ -28,7 +28,7 @@ def workflow_for(
         return cfg.snakefile, {**base, **flat}
     settings = {
         # Ordered pairs, not a mapping: include order matters and JSON writers may sort keys.
-        "modules": [[name, str(path)] for name, path in cfg.variants[arm].modules.items()],
+        "modules": [[name, str(path)] for name, path in cfg.arms[arm].modules.items()],
         "params": params,
         "param_order": list(params),
         "style": cfg.workflow_style,

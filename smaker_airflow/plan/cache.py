@@ -70,7 +70,7 @@ def cache_path(cfg: DagConfig) -> Path:
 
 def source_files(cfg: DagConfig) -> list[Path]:
     """Everything a plan depends on: the config, the planning code, the workflow folders."""
-    snakefiles = [cfg.snakefile] if cfg.snakefile else [p for v in cfg.variants.values() for p in v.modules.values()]
+    snakefiles = [cfg.snakefile] if cfg.snakefile else [p for v in cfg.arms.values() for p in v.modules.values()]
     skipped = {_resolved(cfg.runs_root), _resolved(cache_dir(cfg).parent)}
     files = {cfg.path, *PLANNER_FILES, *snakefiles}
     for folder in sorted({p.parent for p in snakefiles}):

@@ -28,8 +28,8 @@ class Job:
     resources: dict[str, int | str]
     retries: int  # the rule's `retries:` directive
     priority: int
-    variants: list[str]  # arms whose workflow needs this job
-    variant: str  # the arm whose workflow runs it (its module set and config)
+    arms: list[str]  # arms whose workflow needs this job
+    arm: str  # the arm whose workflow runs it (its module set and config)
     upstream: list[str]  # task ids
     snakefile: str  # the file the rule is defined in (for docs and provenance)
     metrics: list[str] = field(default_factory=list)  # outputs marked as metrics
@@ -43,13 +43,13 @@ class Job:
 
 @dataclass(frozen=True)
 class Plan:
-    """Every job of every variant of one config, shared jobs once, topologically sorted."""
+    """Every job of every arm of one config, shared jobs once, topologically sorted."""
 
     dag_id: str
-    variants: list[str]
+    arms: list[str]
     jobs: list[Job]
-    # per variant: {"snakefile": path, "config": the Snakemake config it runs with}
-    variant_configs: dict[str, dict[str, Any]]
+    # per arm: {"snakefile": path, "config": the Snakemake config it runs with}
+    arm_configs: dict[str, dict[str, Any]]
     sources: dict[str, str] = field(default_factory=dict)  # file -> sha256 the plan was built from
 
     def job(self, task_id: str) -> Job:

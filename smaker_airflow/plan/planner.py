@@ -23,11 +23,11 @@ CONSTRAINT = re.compile(r"\{(\w+),[^}]*\}")
 
 
 def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) -> Plan:
-    variant_configs = {}
+    arm_configs = {}
     merged: dict[tuple[str, ...], dict[str, Any]] = {}
-    for arm in cfg.variants:
+    for arm in cfg.arms:
         snakefile, config = workflow_for(cfg, arm, overrides)
-        variant_configs[arm] = {"snakefile": str(snakefile), "config": config}
+        arm_configs[arm] = {"snakefile": str(snakefile), "config": config}
         try:
             graph = build_job_graph(snakefile, config, workdir=None)
         except WorkflowError as e:
@@ -42,17 +42,17 @@ def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) ->
             if job is None:
                 job = merged[key] = {
                     **raw,
-                    "variants": [],
+                    "arms": [],
                     "upstream_keys": [],
                     "metrics": _metrics(raw, metric_patterns),
                 }
             elif (job["rule"], job["snakefile"]) != (raw["rule"], raw["snakefile"]):
                 raise WorkflowError(_conflict(cfg, job, raw, arm))
-            job["variants"].append(arm)
+            job["arms"].append(arm)
             job["final"] = job["final"] or raw["final"]
             job["upstream_keys"].extend(keys[d] for d in raw["deps"] if keys[d] not in job["upstream_keys"])
-    jobs = _assign_task_ids(list(merged.values()), multi_arm=len(cfg.variants) > 1)
-    return Plan(dag_id=cfg.dag_id, variants=list(cfg.variants), jobs=jobs, variant_configs=variant_configs)
+    jobs = _assign_task_ids(list(merged.values()), multi_arm=len(cfg.arms) > 1)
+    return Plan(dag_id=cfg.dag_id, arms=list(cfg.arms), jobs=jobs, arm_configs=arm_configs)
 
 
 def _identity(raw: dict[str, Any]) -> tuple[str, ...]:
@@ -68,7 +68,7 @@ def _metrics(raw: dict[str, Any], patterns: set[str]) -> list[str]:
 
 def _conflict(cfg: DagConfig, job: dict[str, Any], raw: dict[str, Any], arm: str) -> str:
     return (
-        f"{cfg.path}: arms '{job['variants'][0]}' and '{arm}' both write {raw['outputs'][0]} but with different "
+        f"{cfg.path}: arms '{job['arms'][0]}' and '{arm}' both write {raw['outputs'][0]} but with different "
         f"rules ({job['rule']} in {job['snakefile']}, {raw['rule']} in {raw['snakefile']}). Give the swapped "
         "module a file name of its own (paths carry the module's file name) or declare a different Stage."
     )
@@ -76,7 +76,7 @@ def _conflict(cfg: DagConfig, job: dict[str, Any], raw: dict[str, Any], arm: str
 
 def _assign_task_ids(raws: list[dict[str, Any]], *, multi_arm: bool) -> list[Job]:
     for raw in raws:
-        raw["group"] = raw["variants"][0] if multi_arm and len(raw["variants"]) == 1 else ""
+        raw["group"] = raw["arms"][0] if multi_arm and len(raw["arms"]) == 1 else ""
     varying = _varying_wildcards(raws)
     ids: dict[tuple[str, ...], str] = {}
     seen: set[str] = set()
@@ -123,8 +123,8 @@ def _job(raw: dict[str, Any], ids: dict[tuple[str, ...], str]) -> Job:
         resources=raw["resources"],
         retries=raw["retries"],
         priority=raw["priority"],
-        variants=raw["variants"],
-        variant=raw["variants"][0],
+        arms=raw["arms"],
+        arm=raw["arms"][0],
         upstream=[ids[key] for key in raw["upstream_keys"]],
         snakefile=raw["snakefile"],
         metrics=raw["metrics"],

@@ -23,7 +23,7 @@ _ARTICLES = {bool: "a boolean", int: "an integer", float: "a number", str: "a st
 
 def form_fields(cfg: DagConfig) -> dict[str, dict[str, Any]]:
     """The trigger form as plain Param specs: name -> keyword arguments of airflow.sdk.Param."""
-    arms = list(cfg.variants)
+    arms = list(cfg.arms)
     fields: dict[str, dict[str, Any]] = {
         ARMS_PARAM: {
             "default": arms,
@@ -31,7 +31,7 @@ def form_fields(cfg: DagConfig) -> dict[str, dict[str, Any]]:
             "items": {"type": "string", "enum": arms},
             "examples": arms,
             "title": "Arms to run",
-            "description": "Variants of the config to run; the others are skipped.",
+            "description": "Arms of the config to run; the others are skipped.",
             "minItems": 1,
             "uniqueItems": True,
         }
@@ -67,14 +67,14 @@ def parse_choices(
         )
     arms = params.get(ARMS_PARAM)
     if arms is None:  # an empty selection is refused below, not read as "every arm"
-        arms = list(cfg.variants)
+        arms = list(cfg.arms)
     if isinstance(arms, str):
         arms = [a.strip() for a in arms.split(",") if a.strip()]
-    bad = [a for a in arms if a not in cfg.variants]
+    bad = [a for a in arms if a not in cfg.arms]
     if bad or not arms:
         raise OverrideError(
             f"{cfg.dag_id}: unknown arm(s) {', '.join(map(repr, bad)) or '(none selected)'}; "
-            f"choose among {', '.join(cfg.variants)}."
+            f"choose among {', '.join(cfg.arms)}."
         )
     overrides = {}
     for name in cfg.overridable:
@@ -83,7 +83,7 @@ def parse_choices(
         values = _checked(cfg, name, params[name])
         if values != cfg.params[name]:
             overrides[name] = values
-    return [a for a in cfg.variants if a in arms], overrides
+    return [a for a in cfg.arms if a in arms], overrides
 
 
 def _checked(cfg: DagConfig, name: str, value: Any) -> list[Any]:
@@ -112,11 +112,11 @@ def _checked(cfg: DagConfig, name: str, value: Any) -> list[Any]:
 
 def remap_targets(cfg: DagConfig, base: Plan, overridden: Plan, overrides: dict[str, list[Any]]) -> dict[str, str]:
     """task id -> Snakemake target of the overridden job; refuses a change of shape."""
-    by_identity = {_identity(job.rule, job.variants, job.wildcards): job for job in overridden.jobs}
+    by_identity = {_identity(job.rule, job.arms, job.wildcards): job for job in overridden.jobs}
     targets: dict[str, str] = {}
     for job in base.jobs:
         wildcards = _substituted(cfg, job, overrides)
-        match = by_identity.get(_identity(job.rule, job.variants, wildcards))
+        match = by_identity.get(_identity(job.rule, job.arms, wildcards))
         if match is None:
             break
         targets[job.task_id] = match.target
@@ -129,12 +129,12 @@ def remap_targets(cfg: DagConfig, base: Plan, overridden: Plan, overrides: dict[
     return targets
 
 
-def _identity(rule: str, variants: list[str], wildcards: dict[str, str]) -> tuple[Any, ...]:
-    return rule, tuple(sorted(variants)), tuple(sorted(wildcards.items()))
+def _identity(rule: str, arms: list[str], wildcards: dict[str, str]) -> tuple[Any, ...]:
+    return rule, tuple(sorted(arms)), tuple(sorted(wildcards.items()))
 
 
 def _substituted(cfg: DagConfig, job: Job, overrides: dict[str, list[Any]]) -> dict[str, str]:
-    own = cfg.variants[job.variant].param_overrides  # an arm's own values win over the form
+    own = cfg.arms[job.arm].param_overrides  # an arm's own values win over the form
     result = dict(job.wildcards)
     for name, new in overrides.items():
         if name in result and name not in own:

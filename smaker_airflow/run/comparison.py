@@ -69,10 +69,10 @@ def metric_sources(plan: Plan, arms: list[str] | None = None) -> list[MetricSour
     """Per arm (plan order), the jobs whose outputs hold its metrics, with those paths."""
     marked = any(job.metrics for job in plan.jobs)
     sources = []
-    for arm in arms if arms is not None else plan.variants:
+    for arm in arms if arms is not None else plan.arms:
         for job in plan.jobs:
             paths = _metric_paths(job, marked)
-            if arm in job.variants and paths:
+            if arm in job.arms and paths:
                 sources.append(MetricSource(arm, job.task_id, dict(job.wildcards), paths))
     return sources
 

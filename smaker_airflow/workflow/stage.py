@@ -14,7 +14,7 @@ Snakemake wildcards::
         params: C=stage.param("C")
 
 So two values of ``C`` give two train jobs but one preprocess job, and a
-variant that swaps the train module writes under ``train=<module>/`` instead of
+arm that swaps the train module writes under ``train=<module>/`` instead of
 colliding with the control arm. The values come from the config that
 smaker-airflow passes to Snakemake (key ``__smaker__``), never from the file.
 

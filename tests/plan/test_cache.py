@@ -311,12 +311,12 @@ def _fake_plan(cfg: DagConfig, jobs: int) -> Plan:
         resources={"mem_mb": 100},
         retries=0,
         priority=0,
-        variants=["base"],
-        variant="base",
+        arms=["base"],
+        arm="base",
         upstream=[],
         snakefile="S",
     )
-    return Plan(dag_id=cfg.dag_id, variants=["base"], jobs=[job] * jobs, variant_configs={})
+    return Plan(dag_id=cfg.dag_id, arms=["base"], jobs=[job] * jobs, arm_configs={})
 
 
 def _writer(config: str, jobs: int, times: int, start: Any) -> None:

@@ -93,7 +93,7 @@ def test_arms_share_jobs_and_sit_in_their_own_groups(project: Path) -> None:
 
     shared = [job for job in plan.jobs if not job.group]
     assert [job.task_id for job in shared] == ["ingest", "preprocess"]
-    assert all(sorted(job.variants) == ["control", "forest", "strong_reg"] for job in shared)
+    assert all(sorted(job.arms) == ["control", "forest", "strong_reg"] for job in shared)
     by_arm = Counter(job.group for job in plan.jobs if job.group)
     assert by_arm == {"control": 2, "forest": 2, "strong_reg": 2}
     forest_train = plan.job("forest.train_forest")
@@ -101,10 +101,10 @@ def test_arms_share_jobs_and_sit_in_their_own_groups(project: Path) -> None:
     assert forest_train.threads == 2 and forest_train.retries == 1
     # Each arm alone is exactly what Snakemake runs for it; shared jobs are counted once in the plan.
     total = Counter[str]()
-    for arm in cfg.variants:
+    for arm in cfg.arms:
         snakefile, config = workflow_for(cfg, arm)
         total += snakemake_job_count(snakefile, config, project / f"dry-{arm}")
-    assert sum(total.values()) - 2 * (len(cfg.variants) - 1) == len(plan.jobs)
+    assert sum(total.values()) - 2 * (len(cfg.arms) - 1) == len(plan.jobs)
 
 
 def test_task_ids_are_deterministic_and_valid(project: Path) -> None:
