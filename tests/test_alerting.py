@@ -27,12 +27,9 @@ from airflow.sdk import BaseNotifier
 
 from smaker_airflow.config import load_config
 from smaker_airflow.errors import ConfigError
-from smaker_airflow.notifications.alerting import (
-    AlertCallback,
-    build_notifier,
-    deadline_missed,
-    notifier_specs,
-)
+from smaker_airflow.notifications.alerting import notifier_specs
+from smaker_airflow.notifications.callbacks import AlertCallback, deadline_missed
+from smaker_airflow.notifications.factory import build_notifier
 from tests.conftest import PROJECT, load_dag
 from tests.notifications.test_webhook import HttpRecorder, start_recorder
 
@@ -293,7 +290,7 @@ def test_alert_text_from_a_real_job_failure(tmp_path: Path) -> None:
     """The sections of an alert, from what a failed Snakemake job process really raises."""
     from types import SimpleNamespace
 
-    from smaker_airflow.notifications.alerting import alert_from_context
+    from smaker_airflow.notifications.alert import alert_from_context
     from smaker_airflow.plan.model import Job
     from smaker_airflow.run.job_process import JobInvocation, JobProcess
 
@@ -439,7 +436,7 @@ def test_dag_gets_run_level_callbacks_task_level_callbacks_and_a_deadline(tmp_pa
     [deadline] = dag.deadline  # type: ignore[misc]
     assert deadline.reference == DeadlineReference.DAGRUN_QUEUED_AT  # a manual run may have no logical date
     assert deadline.interval == timedelta(minutes=45)
-    assert deadline.callback.path == "smaker_airflow.notifications.alerting.deadline_missed"
+    assert deadline.callback.path == "smaker_airflow.notifications.callbacks.deadline_missed"
     assert deadline.callback.kwargs["notifiers"] == [
         {"type": "smtp", "conn_id": "smtp_test", "to": ["oncall@example.com"]}  # only enabled ones, no secret
     ]
@@ -451,7 +448,7 @@ def test_dag_gets_run_level_callbacks_task_level_callbacks_and_a_deadline(tmp_pa
 
 
 def test_deadline_needs_minutes_and_notifiers(tmp_path: Path) -> None:
-    from smaker_airflow.notifications.alerting import deadline_alert
+    from smaker_airflow.dag.alerts import deadline_alert
 
     text = DEADLINE_CONFIG.replace("  deadline_minutes: 45\n", "")
     cfg = load_config(_tiny_project(tmp_path, text))
@@ -498,7 +495,7 @@ def test_broken_notifier_does_not_stop_the_others(connections: None, smtp_server
 
 def test_example_config_alerts_are_valid() -> None:
     cfg = load_config(PROJECT / "configs" / "daily_retraining.yaml")
-    from smaker_airflow.notifications.alerting import dag_arguments, task_arguments
+    from smaker_airflow.dag.alerts import dag_arguments, task_arguments
 
     assert set(task_arguments(cfg)) == {"on_failure_callback"}  # on_retry's webhook is disabled
     assert set(dag_arguments(cfg)) == {"on_failure_callback"}  # the deadline is commented out (dag.test bug)

@@ -13,8 +13,7 @@ from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 from airflow.sdk.definitions.param import ParamsDict
 
 from smaker_airflow.config import DagConfig
-from smaker_airflow.dag import docs, production, resources
-from smaker_airflow.notifications import alerting
+from smaker_airflow.dag import alerts, docs, production, resources
 from smaker_airflow.operators.compare import add_compare_task
 from smaker_airflow.operators.job import SnakemakeJobOperator
 from smaker_airflow.operators.prepare import PrepareRunOperator
@@ -76,7 +75,7 @@ def dag_arguments(cfg: DagConfig, plan: Plan) -> dict[str, Any]:
         "params": {name: Param(**spec) for name, spec in form_fields(cfg).items()},
         "default_args": default_args(cfg),
         "doc_md": docs.dag_doc(cfg, plan),
-        **alerting.dag_arguments(cfg),
+        **alerts.dag_arguments(cfg),
     }
 
 
@@ -93,7 +92,7 @@ def default_args(cfg: DagConfig) -> dict[str, Any]:
     for key in ("pool", "queue"):
         if key in defaults:
             args[key] = defaults[key]
-    args.update(alerting.task_arguments(cfg))
+    args.update(alerts.task_arguments(cfg))
     # The shared runs volume on every task's pod (KubernetesExecutor); a job's own pod override wins.
     args.update(resources.default_task_resources(cfg))
     return args

@@ -7,7 +7,9 @@ login + password -> Basic auth, a password alone -> ``Authorization: Bearer``.
 
 Without a ``payload`` the body is the alert smaker-airflow builds from the
 callback context (DAG, run, task, rule, wildcards, try number, log tail); a
-``payload`` (a mapping, Jinja-templated) replaces it.
+``payload`` (a mapping, Jinja-templated) replaces it. Used as a plain
+``on_failure_callback`` (not through the `alerts:` config), that alert has no
+run date and reads no `log:` files: only the config knows where the run folder is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook, BaseNotifier
+
+from smaker_airflow.notifications.alert import alert_from_context
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -53,10 +57,9 @@ class WebhookNotifier(BaseNotifier):
         self.timeout = timeout
 
     def body(self, context: Mapping[str, Any]) -> bytes:
+        """The JSON request body: the rendered `payload`, else the smaker alert's payload (`Alert.payload()`)."""
         if self.payload is not None:
             return json.dumps(self.payload, default=str).encode()
-        from smaker_airflow.notifications.alerting import alert_from_context
-
         return json.dumps(alert_from_context(context).payload(), default=str).encode()
 
     def notify(self, context: Any) -> None:
