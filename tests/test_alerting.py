@@ -286,12 +286,79 @@ def test_timeout_stops_the_job_and_alerts(alarms_run: AlarmsRun, smtp_server: Sm
     assert (alarms_run.folder / "sleepy.txt").read_text() == "awake\n"
 
 
+def _fit_job() -> Any:
+    """The plan job of `rule fit` with k=2 (one `log:` file), as the planner would make it."""
+    from smaker_airflow.plan.model import Job
+
+    return Job(
+        "fit__k-2",
+        "",
+        "fit",
+        {"k": "2"},
+        "fit:k=2",
+        [],
+        ["out/2.txt"],
+        ["logs/2.log"],
+        1,
+        {},
+        0,
+        0,
+        ["base"],
+        "base",
+        [],
+        "Snakefile",
+    )
+
+
+def _task_context(job: Any, dag_id: str, run_id: str, exception: BaseException | None) -> dict[str, Any]:
+    """A task callback's context as a worker builds it: a real RuntimeTaskInstance of a real job operator.
+
+    No API server: the run context it would send is set on the instance, as Airflow's own task tests do.
+    """
+    import uuid
+    from datetime import UTC, datetime
+
+    from airflow.sdk import DAG
+    from airflow.sdk.api.datamodels._generated import DagRun, TIRunContext
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    from smaker_airflow.operators.job import SnakemakeJobOperator
+
+    with DAG(dag_id, schedule=None):
+        task = SnakemakeJobOperator(task_id=job.task_id, job=job, runs_root="runs", dag_folder_id=dag_id)
+    now = datetime.now(UTC)
+    run = DagRun(
+        dag_id=dag_id,
+        run_id=run_id,
+        logical_date=None,
+        data_interval_start=None,
+        data_interval_end=None,
+        run_after=now,
+        start_date=now,
+        end_date=None,
+        run_type="manual",
+        state="running",
+        consumed_asset_events=[],
+        partition_key=None,
+    )
+    ti = RuntimeTaskInstance.model_construct(
+        id=uuid.uuid4(),
+        task_id=task.task_id,
+        dag_id=dag_id,
+        run_id=run_id,
+        try_number=1,
+        map_index=-1,
+        max_tries=0,
+        task=task,
+        dag_version_id=uuid.uuid4(),
+    )
+    ti._ti_context_from_server = TIRunContext(dag_run=run, max_tries=0)
+    return {**ti.get_template_context(), "exception": exception}
+
+
 def test_alert_text_from_a_real_job_failure(tmp_path: Path) -> None:
     """The sections of an alert, from what a failed Snakemake job process really raises."""
-    from types import SimpleNamespace
-
     from smaker_airflow.notifications.alert import alert_from_context
-    from smaker_airflow.plan.model import Job
     from smaker_airflow.run.job_process import JobInvocation, JobProcess
 
     (tmp_path / "Snakefile").write_text(
@@ -310,39 +377,39 @@ def test_alert_text_from_a_real_job_failure(tmp_path: Path) -> None:
     )
     with pytest.raises(Exception) as failure:
         JobProcess(inv, on_line=lambda line: None).run()
-    job = Job(
-        "fit__k-2",
-        "",
-        "fit",
-        {"k": "2"},
-        "fit:k=2",
-        [],
-        ["out/2.txt"],
-        ["logs/2.log"],
-        1,
-        {},
-        0,
-        0,
-        ["base"],
-        "base",
-        [],
-        "Snakefile",
-    )
-    context = {
-        "dag_run": SimpleNamespace(dag_id="d", run_id="r1"),
-        "ti": SimpleNamespace(task_id="fit__k-2", try_number=1, max_tries=0, log_url="http://airflow/log"),
-        "task": SimpleNamespace(job=job),
-        "exception": failure.value,
-    }
+    context = _task_context(_fit_job(), "d", "r1", failure.value)
     text = alert_from_context(context, "failure").text
     assert text.splitlines()[0] == "[Airflow] FAILED d / fit__k-2 (try 1 of 1)"
-    assert "Wildcards: k=2" in text and "Try:       1 of 1" in text and "Log:       http://airflow/log" in text
+    assert "Wildcards: k=2" in text and "Try:       1 of 1" in text
+    assert f"Log:       {context['ti'].log_url}" in text and "/dags/d/runs/r1/tasks/fit__k-2" in text
     error, log_tail, output = (text.index(t) for t in ("\nError:\n", "\nLog tail:\n", "\nSnakemake output:\n"))
     assert error < log_tail < output
     assert "diverged at step 7" in text[log_tail:output]
     snakemake = text[output:].splitlines()[2:]  # after "" and the title
     assert snakemake[0].startswith("Shell command:")  # not Snakemake's banner
     assert any("exit status 3" in line for line in snakemake)
+
+
+def test_alert_reads_the_run_folder_the_config_names(tmp_path: Path) -> None:
+    """A worker that died leaves no exception: the run date and the job's `log:` file come from the run folder."""
+    from smaker_airflow.run.state import RunState, run_folder
+
+    cfg = load_config(_tiny_project(tmp_path, DEADLINE_CONFIG))
+    run_id = "manual__2026-11-03T00:00:05+00:00"  # ':' and '+' are not path-safe: run_folder() maps them
+    folder = run_folder(cfg, run_id)
+    (folder / ".smaker").mkdir(parents=True)
+    RunState(run_id, "2026-11-03", ["base"], {}, {}).write(folder)
+    (folder / "logs").mkdir()
+    (folder / "logs" / "2.log").write_text("killed while writing out/2.txt\n")
+    record = tmp_path / "alerts.jsonl"
+    specs = notifier_specs(
+        [{"type": "class", "class": "tests.test_alerting.RecordingNotifier", "kwargs": {"path": str(record)}}],
+        "alerts.on_failure",
+    )
+    AlertCallback("failure", specs, cfg=cfg)(_task_context(_fit_job(), cfg.dag_id, run_id, None))
+    [alert] = [json.loads(line) for line in record.read_text().splitlines()]
+    assert alert["run_id"] == run_id and alert["run_date"] == "2026-11-03" and alert["rule"] == "fit"
+    assert "killed while writing out/2.txt" in alert["log_tail"] and not alert["error"]
 
 
 # --- specs and DAG wiring (no run) -------------------------------------------------------------
