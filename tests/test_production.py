@@ -28,8 +28,8 @@ from smaker_airflow.config import load_config
 from smaker_airflow.dag.build import build_dag
 from smaker_airflow.dag.production import select_artifacts
 from smaker_airflow.errors import ConfigError, SmakerError
-from smaker_airflow.operators.publish import promote, prune
 from smaker_airflow.plan.cache import load_plan
+from smaker_airflow.run.publish import promote, prune
 from tests.conftest import load_dag
 from tests.notifications.test_webhook import HttpRecorder, start_recorder
 

@@ -301,7 +301,7 @@ def alert_from_context(context: Mapping[str, Any], event: str | None = None, run
     """The alert of a task or DAG callback context (the one already built, if any).
 
     `runs_dir` (<runs_root>/<dag_id>) finds the run folder, for the run date; without
-    it, the task's own `runs_root` and `dag_folder_id` do.
+    it, the task's own `runs_root` and `dag_id` do.
     """
     existing = context.get(CONTEXT_KEY)
     if isinstance(existing, Alert):
@@ -396,7 +396,7 @@ def _run_folder(task: Any, run_id: str, runs_dir: str | None) -> Path | None:
 
     if runs_dir:
         return Path(runs_dir) / safe_run_id(run_id)
-    runs_root, folder_id = getattr(task, "runs_root", None), getattr(task, "dag_folder_id", None)
+    runs_root, folder_id = getattr(task, "runs_root", None), getattr(task, "dag_id", None)
     if not runs_root or not folder_id:
         return None
     return Path(runs_root) / folder_id / safe_run_id(run_id)
