@@ -21,11 +21,12 @@ from airflow.exceptions import ParamValidationError
 
 from smaker_airflow.config import load_config
 from smaker_airflow.dag import build as render
+from smaker_airflow.dag.production import COMPARE_TASK
 from smaker_airflow.errors import ConfigError
-from smaker_airflow.operators.compare import COMPARE_TASK, CompareArmsOperator
+from smaker_airflow.operators.compare import CompareArmsOperator
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.cache import load_plan
-from smaker_airflow.run.comparison import metric_sources
+from smaker_airflow.run.state import read_run_plan
 from tests.conftest import PROJECT, load_dag
 
 MINI_PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
@@ -223,7 +224,8 @@ def test_compare_runs_after_every_final_job_and_only_with_arms() -> None:
     )
     assert compare.trigger_rule == "all_done"  # runs when arms were skipped (or failed), see compare.py
     assert compare.retries == 0 and not compare.downstream_task_ids
-    assert compare.sources == metric_sources(plan)  # plain data from the plan, as the job tasks get
+    # Which files hold metrics it reads at run time from the run's plan (overrides move them).
+    assert compare.config_path == str(cfg.path) and compare.runs_root == str(cfg.runs_root)
     daily = load_config(PROJECT / "configs" / "daily_retraining.yaml")
     single = render.build_dag(daily, load_plan(daily))
     assert COMPARE_TASK not in single.task_dict  # one arm: nothing to compare
@@ -262,6 +264,9 @@ def test_ab_run_with_an_arm_deselected_and_an_override(airflow_db: Path, project
     assert not list(folder.rglob("C~1.0")) and not list(
         folder.rglob("C~0.05")
     )  # nothing of the old value or strong_reg
+    plan = read_run_plan(folder)  # what `prepare` recorded: the DAG's task ids, the moved files
+    assert {job.task_id for job in plan.jobs} == {t.task_id for t in dag.tasks if t.task_type == "SnakemakeJobOperator"}
+    assert plan.job("control.evaluate").metrics == [f"evaluate/train=train_logreg/{control}/metrics.json"]
 
     summary = xcom(run, COMPARE_TASK)
     assert json.loads((folder / "comparison" / "comparison.json").read_text()) == summary

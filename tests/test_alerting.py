@@ -325,7 +325,7 @@ def _task_context(job: Any, dag_id: str, run_id: str, exception: BaseException |
     from smaker_airflow.operators.job import SnakemakeJobOperator
 
     with DAG(dag_id, schedule=None):
-        task = SnakemakeJobOperator(task_id=job.task_id, job=job, runs_root="runs", dag_folder_id=dag_id)
+        task = SnakemakeJobOperator(task_id=job.task_id, job=job, config_path="unused.yaml", runs_root="runs")
     now = datetime.now(UTC)
     run = DagRun(
         dag_id=dag_id,
@@ -391,14 +391,16 @@ def test_alert_text_from_a_real_job_failure(tmp_path: Path) -> None:
 
 
 def test_alert_reads_the_run_folder_the_config_names(tmp_path: Path) -> None:
-    """A worker that died leaves no exception: the run date and the job's `log:` file come from the run folder."""
-    from smaker_airflow.run.state import RunState, run_folder
+    """A worker that died leaves no exception: the run date, the job and its `log:` file come from the run folder."""
+    from smaker_airflow.plan.model import Plan
+    from smaker_airflow.run.state import RunState, run_folder, write_run_plan
 
     cfg = load_config(_tiny_project(tmp_path, DEADLINE_CONFIG))
     run_id = "manual__2026-11-03T00:00:05+00:00"  # ':' and '+' are not path-safe: run_folder() maps them
     folder = run_folder(cfg, run_id)
     (folder / ".smaker").mkdir(parents=True)
     RunState(run_id, "2026-11-03", ["base"], {}, {}).write(folder)
+    write_run_plan(folder, Plan(dag_id=cfg.dag_id, arms=["base"], jobs=[_fit_job()], arm_configs={}))
     (folder / "logs").mkdir()
     (folder / "logs" / "2.log").write_text("killed while writing out/2.txt\n")
     record = tmp_path / "alerts.jsonl"

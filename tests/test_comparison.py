@@ -18,11 +18,11 @@ from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.plan.model import Job, Plan
 from smaker_airflow.run.comparison import (
     MetricSource,
+    arm_values,
     build_comparison,
+    format_value,
     markdown_table,
     metric_sources,
-    number,
-    read_metrics,
     write_comparison,
 )
 from tests.conftest import PROJECT
@@ -247,12 +247,12 @@ def test_written_files_and_summary(tmp_path: Path) -> None:
 def test_unreadable_metrics_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text("accuracy: 0.9")
     with pytest.raises(SmakerError, match=r"m\.json cannot be read as JSON .*JSON object of numbers"):
-        read_metrics(tmp_path, ["m.json"])
-    assert read_metrics(tmp_path, ["absent.json"]) is None
+        arm_values(tmp_path, ["m.json"])
+    assert arm_values(tmp_path, ["absent.json"]) is None
 
 
-def test_number_is_short_unless_that_loses_digits() -> None:
-    assert number(0.853333) == "0.853333"
-    assert number(150) == "150"
-    assert number(0.1 + 0.2) == "0.30000000000000004"
-    assert number(1234567.0) == "1234567.0"
+def test_format_value_is_short_unless_that_loses_digits() -> None:
+    assert format_value(0.853333) == "0.853333"
+    assert format_value(150) == "150"
+    assert format_value(0.1 + 0.2) == "0.30000000000000004"
+    assert format_value(1234567.0) == "1234567.0"

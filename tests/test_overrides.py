@@ -2,7 +2,8 @@
 
 The form specs go through Airflow's own `Param` (its JSON-schema check is the first gate); the
 run-time checks (`parse_choices`) are the second gate, for anything that reaches a run; the
-shape checks (`remap_targets`) use plans built by the real Snakemake.
+shape checks (`remap_targets`) and the run's own plan (`plan_for_run`) use plans built by the real
+Snakemake.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.plan.model import Plan
 from smaker_airflow.plan.planner import build_plan
 from smaker_airflow.run.choices import form_fields, parse_choices, remap_targets
+from smaker_airflow.run.state import plan_for_run, read_run_plan, write_run_plan
 from tests.conftest import PROJECT
 
 PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
@@ -211,6 +213,32 @@ def test_overrides_that_keep_the_shape_move_the_targets(cfg: DagConfig, base_pla
             # The `fixed` arm keeps its own alpha; the others move 0.5 -> 0.1 and 2.0 -> 3.0.
             expected = {"0.5": "0.1", "2.0": "3.0", "1.0": "1.0"}[job.wildcards["alpha"]]
             assert moved["alpha"] == expected, (job.task_id, targets[job.task_id])
+
+
+def test_the_runs_plan_keeps_the_task_ids_and_takes_the_moved_files(
+    cfg: DagConfig, base_plan: Plan, tmp_path: Path
+) -> None:
+    """What `prepare` writes and every later task reads instead of planning again."""
+    overrides: dict[str, list[Any]] = {"alpha": [0.1, 3.0], "size": [20]}
+    overridden = build_plan(cfg, overrides)
+    targets = remap_targets(cfg, base_plan, overridden, overrides)
+    plan = plan_for_run(base_plan, overridden, targets)
+    assert [job.task_id for job in plan.jobs] == [job.task_id for job in base_plan.jobs]
+    assert [job.upstream for job in plan.jobs] == [job.upstream for job in base_plan.jobs]
+    by_outputs = {tuple(job.outputs): job for job in overridden.jobs}
+    for job, deployed in zip(plan.jobs, base_plan.jobs, strict=True):
+        assert job.target == targets[job.task_id]
+        assert by_outputs[tuple(job.outputs)].arms == deployed.arms  # the overridden job of the same arms
+        assert job.metrics == by_outputs[tuple(job.outputs)].metrics
+        assert all("size~20" in path for path in job.outputs), job.outputs
+    fit = [job for job in plan.jobs if job.rule == "fit" and job.arms == ["control"]]
+    assert sorted(job.wildcards["alpha"] for job in fit) == ["0.1", "3.0"]
+    assert all(f"alpha~{job.wildcards['alpha']}" in job.metrics[0] for job in fit)
+
+    (tmp_path / ".smaker").mkdir()
+    write_run_plan(tmp_path, plan)
+    assert read_run_plan(tmp_path) == plan
+    assert plan_for_run(base_plan) is base_plan  # no overrides: the deployed plan is the run's
 
 
 @pytest.mark.parametrize(

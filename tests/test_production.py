@@ -28,8 +28,12 @@ from smaker_airflow.config import load_config
 from smaker_airflow.dag.build import build_dag
 from smaker_airflow.dag.production import select_artifacts
 from smaker_airflow.errors import ConfigError, SmakerError
-from smaker_airflow.operators.publish import promote, prune
 from smaker_airflow.plan.cache import load_plan
+from smaker_airflow.plan.planner import build_plan
+from smaker_airflow.run.choices import remap_targets
+from smaker_airflow.run.gate import judge
+from smaker_airflow.run.publish import artifact_paths, promote, prune, publish
+from smaker_airflow.run.state import RunState, plan_for_run
 from tests.conftest import load_dag
 from tests.notifications.test_webhook import HttpRecorder, start_recorder
 
@@ -359,6 +363,43 @@ def test_grid_keeps_run_paths_and_gate_needs_metrics(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="write no metrics file") as info:
         select_artifacts(cfg, load_plan(cfg))
     assert info.value.key == "quality_gate"
+
+
+def test_gate_and_publish_take_the_files_an_override_moved(tmp_path: Path) -> None:
+    """The run's plan (what `prepare` records) says where the gate and publish find this run's files."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "toy.smk").write_text(TOY_MODULE)
+    text = toy_config("http://127.0.0.1:9", tmp_path / "q.txt", params="C: [0.1, 1.0]\noverridable:\n  C: ''")
+    (tmp_path / "configs" / "toy_prod.yaml").write_text(text)
+    cfg = load_config(tmp_path / "configs" / "toy_prod.yaml")
+    deployed, overrides = load_plan(cfg), {"C": [0.2, 2.0]}
+    overridden = build_plan(cfg, overrides)
+    plan = plan_for_run(deployed, overridden, remap_targets(cfg, deployed, overridden, overrides))
+    artifacts = select_artifacts(cfg, deployed)  # fixed when the DAG was parsed
+    folder = tmp_path / "runs" / "toy_prod" / "r1"
+    paths = artifact_paths(folder, plan, artifacts)
+    assert sorted(str(p.relative_to(folder)) for p in paths.values()) == [
+        "evaluate/C~0.2/metrics.json",
+        "evaluate/C~2.0/metrics.json",
+        "train/C~0.2/model.pkl",
+        "train/C~2.0/model.pkl",
+    ]
+    for artifact, path in paths.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"accuracy": 0.9}) if artifact.metrics else f"model {path.parent.name}")
+    verdict = judge({a: p for a, p in paths.items() if a.metrics}, cfg.option("quality_gate"), None)
+    assert verdict.passed and [r["file"] for r in verdict.results] == [  # named as in the deployed DAG
+        "evaluate/C~0.1/metrics.json",
+        "evaluate/C~1.0/metrics.json",
+    ]
+
+    state = RunState("r1", "2026-11-01", ["base"], overrides, {})
+    final, removed = publish(cfg, state, paths, publish_dir=tmp_path / "prod", logical_date=None, sources={}, gate=None)
+    assert removed == [] and (final / "train" / "C~0.1" / "model.pkl").read_text() == "model C~0.2"
+    record = json.loads((final / "provenance.json").read_text())
+    assert record["overrides"] == overrides and record["params"] == {"C": [0.2, 2.0]}
+    assert record["files"]["train/C~1.0/model.pkl"]["source"] == str(folder / "train/C~2.0/model.pkl")
 
 
 def test_rule_retries_are_left_to_airflow(tmp_path: Path) -> None:

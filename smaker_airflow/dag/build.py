@@ -14,7 +14,7 @@ from airflow.sdk.definitions.param import ParamsDict
 
 from smaker_airflow.config import DagConfig
 from smaker_airflow.dag import alerts, docs, production, resources
-from smaker_airflow.operators.compare import add_compare_task
+from smaker_airflow.operators.base import config_arguments
 from smaker_airflow.operators.job import SnakemakeJobOperator
 from smaker_airflow.operators.prepare import PrepareRunOperator
 from smaker_airflow.plan.model import Job, Plan
@@ -30,7 +30,7 @@ def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
     # get the DAG's params merged into their context at run time anyway: attach them after.
     params = ParamsDict(arguments.pop("params"))
     with DAG(**arguments) as dag:
-        prepare = PrepareRunOperator(task_id=PREPARE_TASK, config_path=str(cfg.path), retries=0)
+        prepare = PrepareRunOperator(task_id=PREPARE_TASK, retries=0, **config_arguments(cfg))
         groups = {
             arm: TaskGroup(arm, tooltip=cfg.arms[arm].description or f"arm {arm}")
             for arm in dict.fromkeys(job.group for job in plan.jobs if job.group)
@@ -41,9 +41,8 @@ def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
                 task_id=job.local_id,
                 task_group=groups.get(job.group),
                 job=job,
-                runs_root=str(cfg.runs_root),
-                dag_folder_id=cfg.dag_id,
                 doc_md=docs.job_doc(job),
+                **config_arguments(cfg),
                 **task_arguments(cfg, job),
             )
         for job in plan.jobs:
@@ -51,7 +50,7 @@ def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
             for task in upstream:
                 task >> tasks[job.task_id]
         production.attach(dag, cfg, plan, tasks)
-        add_compare_task(cfg, plan, tasks)
+        production.add_compare_task(cfg, plan, tasks)
     dag.params = params
     return dag
 

@@ -6,8 +6,13 @@
   their metrics files (the workflow's ``stage.metrics(...)`` outputs, or the
   final outputs matching ``quality_gate.metrics``).
 - ``publish:`` adds a task after the gate (or the finals) that promotes the
-  model and metrics to ``publish.to`` (see operators/publish.py); its outlets
+  model and metrics to ``publish.to`` (see run/publish.py); its outlets
   are the published files, ``file://<publish.to>/current/<name>``.
+- a config with more than one arm gets a ``compare`` task after every final job
+  (the A/B comparison, run/comparison.py).
+
+What these tasks do at run time is in run/ (gate.py, publish.py, comparison.py);
+this module only says which tasks there are, their arguments and their edges.
 """
 
 from __future__ import annotations
@@ -16,16 +21,20 @@ import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from airflow.sdk import DAG, Asset, BaseOperator
+from airflow.sdk import DAG, Asset, BaseOperator, TriggerRule
 
 from smaker_airflow.config import DagConfig
 from smaker_airflow.errors import ConfigError
+from smaker_airflow.operators.base import config_arguments
+from smaker_airflow.operators.compare import CompareArmsOperator
 from smaker_airflow.operators.gate import QualityGateOperator
-from smaker_airflow.operators.publish import Artifact, PublishOperator
+from smaker_airflow.operators.publish import PublishOperator
 from smaker_airflow.plan.model import Job, Plan
+from smaker_airflow.run.publish import Artifact
 
 GATE_TASK = "quality_gate"
 PUBLISH_TASK = "publish"
+COMPARE_TASK = "compare"
 ASSET_SCHEME = "x-smaker"  # "x-" schemes are left alone by Airflow's URI normalizers
 DEFAULT_METRICS = ("metrics*.json",)  # metrics of a workflow that marks none (plain Snakefiles)
 DEFAULT_UPSTREAM_FILES = ("model*",)  # besides the finals' outputs, what publish takes from upstream jobs
@@ -55,12 +64,7 @@ def attach(dag: DAG, cfg: DagConfig, plan: Plan, tasks: dict[str, BaseOperator])
             "ones published there. Add a `publish:` section, or keep only `min`/`max` thresholds.",
         )
     artifacts = select_artifacts(cfg, plan)
-    common: dict[str, Any] = {
-        "config_path": str(cfg.path),
-        "runs_root": str(cfg.runs_root),
-        "dag_folder_id": cfg.dag_id,
-        "dag": dag,
-    }
+    common: dict[str, Any] = {**config_arguments(cfg), "dag": dag}
     upstream: list[BaseOperator] = [tasks[job.task_id] for job in control_finals(cfg, plan)]
     if gate is not None:
         gate_task = QualityGateOperator(
@@ -87,6 +91,31 @@ def attach(dag: DAG, cfg: DagConfig, plan: Plan, tasks: dict[str, BaseOperator])
             **common,
         )
         upstream >> publish_task
+
+
+def add_compare_task(cfg: DagConfig, plan: Plan, tasks: dict[str, BaseOperator]) -> BaseOperator | None:
+    """Add `compare` downstream of every final job, for configs with more than one arm."""
+    if len(cfg.arms) < 2:
+        return None
+    if COMPARE_TASK in tasks:
+        raise ConfigError(
+            str(cfg.path),
+            "variants",
+            f"a job of rule '{plan.job(COMPARE_TASK).rule}' has the task id '{COMPARE_TASK}', which the A/B "
+            "comparison task needs; rename that rule.",
+        )
+    compare = CompareArmsOperator(
+        task_id=COMPARE_TASK,
+        trigger_rule=TriggerRule.ALL_DONE,
+        retries=0,  # reading a few JSON files: a retry would change nothing
+        doc_md=f"Compares the arms' metrics with the control arm `{cfg.control}`: table in the log, "
+        "JSON summary in XCom, files in `comparison/` of the run folder.",
+        **config_arguments(cfg),
+    )
+    for job in plan.jobs:
+        if job.final:
+            tasks[job.task_id] >> compare
+    return compare
 
 
 def publish_dir(cfg: DagConfig) -> Path:
@@ -128,7 +157,7 @@ def select_artifacts(cfg: DagConfig, plan: Plan) -> list[Artifact]:
             raise ConfigError(str(cfg.path), "publish.files", f"{patterns} match(es) no output of arm '{cfg.control}'.")
     names = _names([path for _, path in chosen])
     return [
-        Artifact(job.task_id, job.target, job.outputs.index(path), path, names[path], (job.task_id, path) in metrics)
+        Artifact(job.task_id, job.outputs.index(path), path, names[path], (job.task_id, path) in metrics)
         for job, path in chosen
     ]
 

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from markupsafe import Markup
 
 from smaker_airflow.errors import JobFailed, SmakerError
+from smaker_airflow.plan.model import Job
 from smaker_airflow.run.job_process import read_log_tails
-from smaker_airflow.run.state import RunState, run_folder
+from smaker_airflow.run.state import RunState, read_run_plan, run_folder
 
 if TYPE_CHECKING:
     from smaker_airflow.config import DagConfig
@@ -168,7 +169,7 @@ def alert_from_context(context: Mapping[str, Any], event: str | None = None, cfg
             run_date=_run_date(folder),
             detail=_reason_text(context.get("reason")),
         )
-    job = _job_of(context.get("task"))
+    job = _job_of(folder, context.get("task"))
     exception = context.get("exception")
     error, log_tail, output_tail = ("", "", "")
     if event in ("failure", "retry"):
@@ -190,13 +191,21 @@ def alert_from_context(context: Mapping[str, Any], event: str | None = None, cfg
     )
 
 
-def _job_of(task: Any) -> Any:
-    """The plan Job a task runs (its rule, wildcards, `log:` files), None for tasks without one.
+def _job_of(folder: Path | None, task: Any) -> Job | None:
+    """The job a task ran (its rule, wildcards, `log:` files), None for tasks without one.
 
-    The one place alerts read an operator attribute; the lead will switch it to the
-    run's recorded plan (task id -> job) once `prepare` writes it to the run folder.
+    From the run's own plan (`run.state.read_run_plan`: outputs and logs after trigger-form
+    overrides) when the run folder is known and `prepare` wrote it; else the job the task
+    was built with (a job operator's `job`).
     """
-    return getattr(task, "job", None)
+    task_id = str(getattr(task, "task_id", ""))
+    if folder is not None:
+        try:
+            return next((job for job in read_run_plan(folder).jobs if job.task_id == task_id), None)
+        except SmakerError:  # prepare did not run (or not in this folder)
+            pass
+    job = getattr(task, "job", None)
+    return job if isinstance(job, Job) else None
 
 
 def _first(*values: Any) -> Any:

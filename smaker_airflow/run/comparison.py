@@ -3,8 +3,8 @@
 The plan says which outputs hold metrics (``Job.metrics``: what a module marks
 with ``stage.metrics(...)``); a workflow that marks none (a plain Snakefile)
 is compared on its final JSON outputs. Every path is relative to the run folder.
-Nothing here imports Airflow: the `compare` task (operators/compare.py) picks
-the run's files and calls `build_comparison` and `write_comparison`.
+Nothing here imports Airflow: the `compare` task (operators/compare.py) reads
+the run's plan (run/state.py) for the files and calls `build_comparison` and `write_comparison`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smaker_airflow.errors import SmakerError
 from smaker_airflow.plan.model import Job, Plan
+from smaker_airflow.run.metrics import MetricsFileMissing, numbers, read_metrics
 
 COMPARISON_DIR = "comparison"
 JSON_FILE = "comparison.json"
@@ -87,33 +87,15 @@ def _metric_paths(job: Job, marked: bool) -> list[str]:
 # --------------------------------------------------------------------------- reading
 
 
-def read_metrics(folder: Path, paths: list[str]) -> dict[str, float] | None:
-    """The numbers of the files (nested keys joined with "."), or None when a file is missing."""
+def arm_values(folder: Path, paths: list[str]) -> dict[str, float] | None:
+    """The numbers of one row's metrics files (run/metrics.py names them), or None when a file is missing."""
     values: dict[str, float] = {}
     for relative in paths:
-        path = folder / relative
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+            values.update(numbers(read_metrics(folder / relative)))
+        except MetricsFileMissing:
             return None
-        except (OSError, ValueError) as e:
-            raise SmakerError(
-                f"Metrics file {path} cannot be read as JSON ({e}). The rule that writes it must write "
-                'a JSON object of numbers, e.g. {"accuracy": 0.91}.'
-            ) from None
-        values.update(_numbers(data, prefix=""))
     return values
-
-
-def _numbers(data: Any, prefix: str) -> dict[str, float]:
-    if isinstance(data, dict):
-        found: dict[str, float] = {}
-        for key, value in data.items():
-            found.update(_numbers(value, f"{prefix}{key}."))
-        return found
-    if isinstance(data, int | float) and not isinstance(data, bool) and math.isfinite(data):
-        return {prefix.rstrip("."): data}
-    return {}  # strings, lists, booleans: not something to subtract
 
 
 # --------------------------------------------------------------------------- the comparison
@@ -130,7 +112,7 @@ def build_comparison(
     for source in chosen:
         point = {name: source.wildcards[name] for name in points[source.arm]}
         label = " ".join([source.arm, *(f"{k}={v}" for k, v in point.items())])
-        values = read_metrics(folder, source.paths)
+        values = arm_values(folder, source.paths)
         row = Row(source.arm, label, point, source.wildcards, source.paths, values or {})
         (rows if values is not None else missing).append(row)
     metrics = list(dict.fromkeys(name for row in rows for name in row.values))
@@ -174,8 +156,8 @@ def _matching_control(row: Row, baseline: list[Row]) -> Row | None:
 # --------------------------------------------------------------------------- output
 
 
-def number(value: float) -> str:
-    """Short when that loses nothing, else the exact value."""
+def format_value(value: float) -> str:
+    """A metric as text: short when that loses nothing, else the exact value."""
     short = f"{value:.6g}"
     return short if float(short) == value else repr(value)
 
@@ -205,7 +187,7 @@ def markdown_table(comparison: Comparison) -> str:
 def _cell(row: Row, metric: str) -> str:
     if metric not in row.values:
         return "—"
-    text = number(row.values[metric])
+    text = format_value(row.values[metric])
     if metric in row.difference:
         text += f" ({row.difference[metric]:+.6g})"
     return text
@@ -227,7 +209,7 @@ def write_chart(comparison: Comparison, path: Path) -> Path:
     for ax, metric in zip(axes.flat, metrics, strict=False):
         values = [row.values.get(metric, math.nan) for row in comparison.rows]
         bars = ax.bar(range(len(values)), values, color=colors)
-        ax.bar_label(bars, labels=[number(v) if not math.isnan(v) else "" for v in values], fontsize=7)
+        ax.bar_label(bars, labels=[format_value(v) if not math.isnan(v) else "" for v in values], fontsize=7)
         ax.set_title(metric)
         ax.margins(y=0.15)  # room for the value labels
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)

@@ -1,4 +1,4 @@
-"""The quality gate's verdicts and its side-by-side table (the DAG-level gate runs in test_production)."""
+"""The quality gate's verdicts (run/gate.py) and its side-by-side table (the DAG-level gate runs in test_production)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from smaker_airflow.errors import SmakerError
-from smaker_airflow.operators.gate import check_metrics, production_metrics, read_metrics, table
+from smaker_airflow.run.gate import check_metrics, production_metrics, table
+from smaker_airflow.run.metrics import MetricsFileMissing, read_metrics
 
 GATE = {
     "min": {"accuracy": 0.7},
@@ -93,3 +94,18 @@ def test_unreadable_metrics_file_names_the_file(tmp_path: Path) -> None:
     bad.write_text("[0.9]")
     with pytest.raises(SmakerError, match="holds list"):
         read_metrics(bad)
+
+
+def test_a_nested_metric_is_gated_under_the_name_the_comparison_gives_it(tmp_path: Path) -> None:
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    new.write_text(json.dumps({"test": {"auc": 0.78, "n": 150}, "model": "lbfgs", "ok": True}))
+    old.write_text(json.dumps({"test": {"auc": 0.9}}))
+    assert read_metrics(new) == {"test.auc": 0.78, "test.n": 150, "model": "lbfgs", "ok": True}
+    gate = {"min": {"test.auc": 0.8, "model": 0.5}, "no_regression": {"test.auc": 0.05}}
+    checks = {c.metric: c for c in check_metrics(read_metrics(new), read_metrics(old), gate)}
+    assert checks["test.auc"].failures == ("below the minimum 0.8", "below production by 0.12 (tolerated 0.05)")
+    assert checks["model"].failures == ("not a number in the new metrics",)  # text, bool: not metrics
+    assert checks["test.n"].ok and checks["test.n"].threshold == "-"  # shown for context
+    assert "ok" not in checks
+    with pytest.raises(MetricsFileMissing, match=r"absent\.json does not exist"):
+        read_metrics(tmp_path / "absent.json")

@@ -1,0 +1,51 @@
+"""The base of every smaker-airflow operator: which config, and where the run's folder is.
+
+Alert callbacks (notifications/) read a failed task's run folder through the
+attributes this base defines, `runs_root` and Airflow's own `dag_id`, so every
+smaker task has them under those names.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from smaker_airflow.config import DagConfig, load_config
+from smaker_airflow.plan.model import Plan
+from smaker_airflow.run import state as runs
+
+
+def config_arguments(cfg: DagConfig) -> dict[str, str]:
+    """The keyword arguments every `SmakerOperator` of a DAG built from `cfg` takes."""
+    return {"config_path": str(cfg.path), "runs_root": str(cfg.runs_root)}
+
+
+class SmakerOperator(BaseOperator):
+    """A task of a DAG built from one smaker-airflow config, working in its run's folder.
+
+    `config_path` is the YAML config the DAG was built from; `runs_root` the folder
+    that holds `<dag_id>/<run id>/` (the config's, as resolved when the DAG file was
+    parsed). The folder layout itself is `run.state.run_folder`'s.
+    """
+
+    def __init__(self, *, config_path: str, runs_root: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config_path = config_path
+        self.runs_root = runs_root
+
+    @cached_property
+    def config(self) -> DagConfig:
+        """The config, loaded at task time (raises ConfigError as `load_config` does)."""
+        return load_config(self.config_path)
+
+    def run_folder(self, context: Any) -> Path:
+        """This run's folder: `<runs_root>/<dag_id>/<safe run id>`."""
+        return runs.run_folder(self, context["dag_run"].run_id)
+
+    def run_state(self, context: Any) -> tuple[Path, runs.RunState, Plan]:
+        """(run folder, what `prepare` fixed, the run's own plan); SmakerError when `prepare` did not run."""
+        folder = self.run_folder(context)
+        return folder, runs.RunState.read(folder), runs.read_run_plan(folder)
