@@ -349,9 +349,8 @@ def test_grid_keeps_run_paths_and_gate_needs_metrics(tmp_path: Path) -> None:
     assert dag.get_task("quality_gate").upstream_task_ids == {j.task_id for j in plan.jobs if j.rule == "evaluate"}
 
     config.write_text(text.split("publish:")[0])  # no_regression without a production folder
-    cfg = load_config(config)
     with pytest.raises(ConfigError, match=r"needs `publish\.to`") as info:
-        build_dag(cfg, load_plan(cfg))
+        load_config(config)  # a config-only mistake: found at load, before any plan or DAG
     assert info.value.key == "quality_gate.no_regression"
 
     config.write_text(text.replace("quality_gate:", "quality_gate:\n  metrics: [scores.json]"))

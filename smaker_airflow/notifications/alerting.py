@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import html
 import importlib
-import importlib.util
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smaker_airflow.config.notifiers import NotifierSpec, notifier_specs
 from smaker_airflow.errors import ConfigError, JobFailed, SmakerError
 
 if TYPE_CHECKING:
@@ -47,80 +47,10 @@ MAX_ERROR_CHARS = 4000  # the failure text of the exception, in an alert
 MAX_LOG_CHARS = 8000  # the log tail, in an alert (Slack and mail clients cut long messages)
 OUTPUT_LINES = 30  # of Snakemake's own output: the failing command and its exit status
 _ERROR_STARTS = ("Shell command:", "RuleException", "Error in rule")  # where Snakemake's report of a failure begins
-_PROVIDERS = {
-    "smtp": "airflow.providers.smtp",
-    "slack": "airflow.providers.slack",
-}
 SMTP_DEFAULT_CONN = "smtp_default"  # Airflow's own default SMTP connection id
 
 
 # --- specs -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NotifierSpec:
-    """One notifier of the YAML (already shape-checked by the JSON schema)."""
-
-    kind: str  # smtp | slack | webhook | class
-    key: str  # where it is in the config, for messages: "alerts.on_failure[0]"
-    options: dict[str, Any]
-
-    def label(self) -> str:
-        """How logs name it: type and connection or class, never a secret."""
-        target = self.options.get("conn_id") or self.options.get("webhook_conn_id") or self.options.get("class")
-        if self.kind == "webhook" and not target:
-            target = "url"
-        return f"{self.kind} notifier {self.key} ({target or 'default connection'})"
-
-
-def notifier_specs(raw: Sequence[Mapping[str, Any]], key: str, config_path: str = "") -> list[NotifierSpec]:
-    """The enabled notifiers of one `alerts.<event>` list; ConfigError for what the schema cannot see."""
-    specs = []
-    for index, item in enumerate(raw or []):
-        options = {k: v for k, v in item.items() if k not in ("type", "enabled")}
-        spec = NotifierSpec(item["type"], f"{key}[{index}]", options)
-        _check_spec(spec, config_path)
-        if item.get("enabled", True):
-            specs.append(spec)
-    return specs
-
-
-def _check_spec(spec: NotifierSpec, config_path: str) -> None:
-    opts = spec.options
-    if spec.kind in _PROVIDERS and importlib.util.find_spec(_PROVIDERS[spec.kind]) is None:
-        package = _PROVIDERS[spec.kind].replace("airflow.providers.", "apache-airflow-providers-")
-        raise ConfigError(config_path, spec.key, f"a `{spec.kind}` notifier needs the package {package}; install it.")
-    if spec.kind == "slack" and ("conn_id" in opts) == ("webhook_conn_id" in opts):
-        raise ConfigError(
-            config_path,
-            spec.key,
-            "give exactly one of `conn_id` (a Slack API connection, with `channel`) or `webhook_conn_id` "
-            "(a Slack incoming-webhook connection).",
-        )
-    if spec.kind == "webhook":
-        _check_webhook(spec, config_path)
-    if spec.kind == "class":
-        notifier_class(spec, config_path)  # import now: a typo must fail at parse time, not at 3 a.m.
-
-
-def _check_webhook(spec: NotifierSpec, config_path: str) -> None:
-    from urllib.parse import urlsplit
-
-    opts = spec.options
-    if ("url" in opts) == ("conn_id" in opts):
-        raise ConfigError(
-            config_path,
-            spec.key,
-            "give exactly one of `url` (an endpoint without secrets) or `conn_id` (an Airflow HTTP connection "
-            "holding the host and any credentials).",
-        )
-    if "url" in opts and (urlsplit(opts["url"]).username or urlsplit(opts["url"]).password):
-        raise ConfigError(
-            config_path,
-            f"{spec.key}.url",
-            "the URL carries credentials; secrets never go in the YAML. Create an Airflow HTTP connection "
-            "(login/password or a token in its password) and name it with `conn_id`.",
-        )
 
 
 def notifier_class(spec: NotifierSpec, config_path: str = "") -> type[BaseNotifier]:
@@ -559,16 +489,8 @@ def deadline_alert(cfg: DagConfig) -> Any:
     alerts = _alerts(cfg)
     minutes = alerts.get("deadline_minutes")
     raw = alerts.get("on_deadline") or []
-    if minutes is None and not raw:
+    if minutes is None or not raw:  # load_config refused one without the other
         return None
-    if minutes is None or not raw:
-        missing = "deadline_minutes" if minutes is None else "on_deadline"
-        raise ConfigError(
-            str(cfg.path),
-            f"alerts.{missing}",
-            "a deadline needs both `deadline_minutes` (how long after the run was queued) and `on_deadline` "
-            "(the notifiers to call); add the missing one.",
-        )
     if not _specs(cfg, "deadline"):
         return None  # every deadline notifier is disabled
     from airflow.sdk.definitions.callback import AsyncCallback

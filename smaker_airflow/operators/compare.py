@@ -22,25 +22,18 @@ from typing import Any
 from airflow.sdk import BaseOperator, TriggerRule
 
 from smaker_airflow.config import DagConfig, load_config
-from smaker_airflow.errors import ConfigError, SmakerError
+from smaker_airflow.errors import SmakerError
+from smaker_airflow.plan.checks import COMPARE_TASK, check_task_ids
 from smaker_airflow.plan.model import Plan
 from smaker_airflow.run import state as runs
 from smaker_airflow.run.comparison import MetricSource, build_comparison, metric_sources, write_comparison
-
-COMPARE_TASK = "compare"
 
 
 def add_compare_task(cfg: DagConfig, plan: Plan, tasks: dict[str, BaseOperator]) -> BaseOperator | None:
     """Add `compare` downstream of every final job, for configs with more than one arm."""
     if len(cfg.arms) < 2:
         return None
-    if COMPARE_TASK in tasks:
-        raise ConfigError(
-            str(cfg.path),
-            "variants",
-            f"a job of rule '{plan.job(COMPARE_TASK).rule}' has the task id '{COMPARE_TASK}', which the A/B "
-            "comparison task needs; rename that rule.",
-        )
+    check_task_ids(cfg, plan)  # a job named `compare`: plan/checks.py
     compare = CompareArmsOperator(
         task_id=COMPARE_TASK,
         config_path=str(cfg.path),
