@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
-from airflow.sdk import DAG
 
 from smaker_airflow.config import DagConfig, load_config
 from smaker_airflow.errors import ConfigError
+
+if TYPE_CHECKING:  # `validate` imports the checks below: it must not pay for importing Airflow (seconds)
+    from airflow.sdk import DAG
 
 
 def dag_from_config(config_path: str | Path, *, fileloc: str | None = None) -> DAG:
@@ -58,11 +61,13 @@ def check_notifier_classes(cfg: DagConfig) -> None:
     The one notifier check load_config cannot do: it needs Airflow (BaseNotifier) and
     the user's module. Raises ConfigError naming `alerts.on_<event>[i].class`.
     """
+    classes = [spec for spec in cfg.alerts.every_notifier() if spec.kind == "class"]
+    if not classes:
+        return  # Airflow is imported only for configs that name a notifier class
     from smaker_airflow.notifications.alerting import notifier_class
 
-    for spec in cfg.alerts.every_notifier():
-        if spec.kind == "class":
-            notifier_class(spec, str(cfg.path))
+    for spec in classes:
+        notifier_class(spec, str(cfg.path))
 
 
 def dag_file_text(config: Path, dags_folder: Path) -> str:
