@@ -26,8 +26,7 @@ import pytest
 from airflow.sdk import BaseNotifier
 
 from smaker_airflow.config import load_config
-from smaker_airflow.errors import ConfigError
-from smaker_airflow.notifications.alerting import notifier_specs
+from smaker_airflow.config.notifiers import notifier_specs
 from smaker_airflow.notifications.callbacks import AlertCallback, deadline_missed
 from smaker_airflow.notifications.factory import build_notifier
 from tests.conftest import PROJECT, load_dag
@@ -417,23 +416,7 @@ def test_alert_reads_the_run_folder_the_config_names(tmp_path: Path) -> None:
 # --- specs and DAG wiring (no run) -------------------------------------------------------------
 
 
-def test_specs_drop_disabled_and_check_targets() -> None:
-    specs = notifier_specs(
-        [{"type": "smtp", "to": "a@b.c"}, {"type": "webhook", "enabled": False, "url": "http://127.0.0.1:9"}],
-        "alerts.on_failure",
-    )
-    assert [(s.kind, s.key) for s in specs] == [("smtp", "alerts.on_failure[0]")]
-    cases = [
-        ({"type": "slack", "channel": "#x"}, "exactly one of `conn_id`"),
-        ({"type": "webhook", "url": "http://u:pw@127.0.0.1/x"}, "carries credentials"),
-        ({"type": "webhook"}, "exactly one of `url`"),
-        ({"type": "class", "class": "tests.test_alerting.NoSuchNotifier"}, "cannot import"),
-        ({"type": "class", "class": "tests.test_alerting.SmtpRecorder"}, "not a subclass of airflow.sdk.BaseNotifier"),
-    ]
-    for raw, message in cases:
-        with pytest.raises(ConfigError, match=message) as info:
-            notifier_specs([{"type": "smtp", "to": "a@b.c"}, raw], "alerts.on_retry", "configs/x.yaml")
-        assert info.value.key.startswith("alerts.on_retry[1]")
+# The checks of a notifier spec and of the deadline are config checks: tests/config/test_checks.py.
 
 
 def test_each_type_builds_its_airflow_notifier(tmp_path: Path) -> None:
@@ -514,16 +497,6 @@ def test_dag_gets_run_level_callbacks_task_level_callbacks_and_a_deadline(tmp_pa
     [stored] = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag)).deadline  # type: ignore[misc]
     assert stored["callback"]["__data__"] == {"path": deadline.callback.path, "kwargs": deadline.callback.kwargs}
     assert stored["reference"] == {"reference_type": "DagRunQueuedAtDeadline"}
-
-
-def test_deadline_needs_minutes_and_notifiers(tmp_path: Path) -> None:
-    from smaker_airflow.dag.alerts import deadline_alert
-
-    text = DEADLINE_CONFIG.replace("  deadline_minutes: 45\n", "")
-    cfg = load_config(_tiny_project(tmp_path, text))
-    with pytest.raises(ConfigError, match="deadline_minutes") as info:
-        deadline_alert(cfg)
-    assert info.value.key == "alerts.deadline_minutes"
 
 
 def test_deadline_callback_sends_mail(connections: None, smtp_server: SmtpRecorder) -> None:

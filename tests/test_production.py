@@ -353,9 +353,8 @@ def test_grid_keeps_run_paths_and_gate_needs_metrics(tmp_path: Path) -> None:
     assert dag.get_task("quality_gate").upstream_task_ids == {j.task_id for j in plan.jobs if j.rule == "evaluate"}
 
     config.write_text(text.split("publish:")[0])  # no_regression without a production folder
-    cfg = load_config(config)
     with pytest.raises(ConfigError, match=r"needs `publish\.to`") as info:
-        build_dag(cfg, load_plan(cfg))
+        load_config(config)  # a config-only mistake: found at load, before any plan or DAG
     assert info.value.key == "quality_gate.no_regression"
 
     config.write_text(text.replace("quality_gate:", "quality_gate:\n  metrics: [scores.json]"))
@@ -388,7 +387,7 @@ def test_gate_and_publish_take_the_files_an_override_moved(tmp_path: Path) -> No
     for artifact, path in paths.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"accuracy": 0.9}) if artifact.metrics else f"model {path.parent.name}")
-    verdict = judge({a: p for a, p in paths.items() if a.metrics}, cfg.option("quality_gate"), None)
+    verdict = judge({a: p for a, p in paths.items() if a.metrics}, cfg.quality_gate.as_dict(), None)
     assert verdict.passed and [r["file"] for r in verdict.results] == [  # named as in the deployed DAG
         "evaluate/C~0.1/metrics.json",
         "evaluate/C~1.0/metrics.json",

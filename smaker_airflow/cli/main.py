@@ -100,18 +100,20 @@ def _configs(args: argparse.Namespace, given: list[Path]) -> list[Path]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Every check a DAG file's import runs, without building the DAG: config, plan, plan checks."""
     from smaker_airflow.config import load_config
-    from smaker_airflow.dag.build import build_dag
-    from smaker_airflow.dag.loader import check_unique_dag_id
+    from smaker_airflow.dag.loader import check_notifier_classes, check_unique_dag_id
     from smaker_airflow.plan.cache import load_plan
+    from smaker_airflow.plan.checks import check_plan
 
     failed = 0
     for path in _configs(args, args.configs):
         try:
-            cfg = load_config(path)
+            cfg = load_config(path)  # every check that needs only the config
             check_unique_dag_id(cfg)
+            check_notifier_classes(cfg)
             plan = load_plan(cfg)  # also proves Snakemake can build every arm
-            build_dag(cfg, plan)  # and what only the DAG checks: notifiers, gate, publish
+            check_plan(cfg, plan)  # what only the plan shows: gate metrics, publish files, reserved task ids
         except SmakerError as e:
             failed += 1
             err.print(f"[red]✗[/] {escape(str(e))}", highlight=False, soft_wrap=True)
@@ -172,7 +174,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             failed += 1
             table.add_row("[red]invalid[/]", str(path), "", escape(str(e)))
             continue
-        table.add_row(cfg.dag_id, str(path), str(cfg.option("schedule")), ", ".join(cfg.arms))
+        table.add_row(cfg.dag_id, str(path), str(cfg.schedule.cron), ", ".join(cfg.arms))
     console.print(table)
     return 1 if failed else 0
 

@@ -1,5 +1,29 @@
 """Stage 1 of the pipeline: a YAML config file -> a typed `DagConfig` (no Airflow, no Snakemake)."""
 
-from smaker_airflow.config.load import Arm, DagConfig, load_config
+from smaker_airflow.config.load import load_config
+from smaker_airflow.config.model import (
+    Alerts,
+    Arm,
+    DagConfig,
+    Defaults,
+    Kubernetes,
+    NotifierSpec,
+    Publish,
+    QualityGate,
+    Resources,
+    Schedule,
+)
 
-__all__ = ["Arm", "DagConfig", "load_config"]
+__all__ = [
+    "Alerts",
+    "Arm",
+    "DagConfig",
+    "Defaults",
+    "Kubernetes",
+    "NotifierSpec",
+    "Publish",
+    "QualityGate",
+    "Resources",
+    "Schedule",
+    "load_config",
+]

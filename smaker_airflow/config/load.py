@@ -1,8 +1,11 @@
 """Load and validate one YAML config: the description of one deployable DAG.
 
 Validation is a JSON schema (shape and types) followed by semantic checks
-(files exist inside the project, names are known, values are safe). Every
-error is a ConfigError naming the file, the key and the fix.
+(files exist inside the project, names are known, values are safe, sections
+agree with each other), then the typed `DagConfig` of config/model.py is built.
+Every error is a ConfigError naming the file, the key and the fix. Checks that
+need the plan are in plan/checks.py; importing a `type: class` notifier is in
+dag/loader.py (it needs Airflow).
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import Field, fields
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -19,11 +22,24 @@ from typing import Any
 import jsonschema
 import yaml
 
-from smaker_airflow.config.schema import ARM_NAME, DAG_ID, IDENTIFIER, SAFE_VALUE, SCHEMA
+from smaker_airflow.config.model import (
+    ALERT_EVENTS,
+    BASE_ARM,
+    Alerts,
+    Arm,
+    DagConfig,
+    Defaults,
+    Kubernetes,
+    Publish,
+    QualityGate,
+    Resources,
+    Schedule,
+)
+from smaker_airflow.config.notifiers import read_notifiers
+from smaker_airflow.config.schema import ARM_NAME, DAG_ID, IDENTIFIER, SCHEMA, is_safe_value
 from smaker_airflow.errors import ConfigError
 
 RUNS_ROOT_ENV = "SMAKER_AIRFLOW_RUNS_ROOT"
-BASE_ARM = "base"  # the single arm of a config without variants
 CRON_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
 # What the schema's patterns and types mean, in the words of the error messages.
 _PATTERN_WORDS = {
@@ -42,45 +58,16 @@ _TYPE_WORDS = {
 }
 
 
-@dataclass(frozen=True)
-class Arm:
-    """One arm: the base config with some params and/or modules swapped."""
-
-    name: str
-    param_overrides: dict[str, list[Any]]  # only what the arm changes; the rest comes from `params`
-    modules: dict[str, Path]
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class DagConfig:
-    path: Path  # the YAML file
-    project_root: Path  # paths in the config are relative to it
-    dag_id: str
-    description: str
-    workflow_style: str  # "generalized" (modules with Stage), "smaker" (Smaker modules) or "plain"
-    snakefile: Path | None  # plain Snakefile, when the workflow is not modular
-    params: dict[str, list[Any]]  # every value a list (the grid); declaration order kept
-    arms: dict[str, Arm]  # at least one arm; the YAML key is `variants:`
-    control: str
-    overridable: dict[str, str]  # param -> description for the trigger form
-    snakemake_config: dict[str, Any]  # plain passthrough to Snakemake's `config`
-    runs_root: Path
-    raw: dict[str, Any] = field(repr=False)  # the validated YAML, for the DAG options
-
-    @property
-    def param_order(self) -> list[str]:
-        return list(self.params)
-
-    def arm_params(self, arm: str, overrides: dict[str, list[Any]] | None = None) -> dict[str, list[Any]]:
-        """An arm's parameters: base values, run-time overrides, then the arm's own overrides."""
-        return {**self.params, **(overrides or {}), **self.arms[arm].param_overrides}
-
-    def option(self, key: str, default: Any = None) -> Any:
-        return self.raw.get(key, default)
-
-
 def load_config(path: str | Path, project_root: Path | None = None) -> DagConfig:
+    """Read, check and type one YAML config.
+
+    `project_root` (default: the folder above `configs/`, else the file's folder) is what
+    paths in the config are relative to. Every check that needs only the config runs here:
+    the JSON schema, files inside the project, known names, safe parameter values, the
+    schedule and time zone, notifiers (except importing a `type: class` one: see
+    dag/loader.py), the deadline, the gate versus publish, the Kubernetes mount. Raises
+    ConfigError naming the file, the key and the fix; never imports Airflow or Snakemake.
+    """
     path = Path(path).resolve()
     root = (project_root or default_project_root(path)).resolve()
     raw = _read_yaml(path)
@@ -216,9 +203,11 @@ def _build(path: Path, root: Path, raw: dict[str, Any]) -> DagConfig:
             raise ConfigError(
                 str(path), f"overridable.{name}", f"'{name}' is not a parameter; known: {', '.join(params)}."
             )
-    _check_schedule(path, raw)
+    schedule = _schedule(path, raw)
     # The deployment's environment wins: the same config runs on a laptop and on a shared volume.
     runs_root = Path(os.environ.get(RUNS_ROOT_ENV) or raw.get("runs_root", "runs"))
+    runs_root = runs_root if runs_root.is_absolute() else root / runs_root
+    publish = _publish(root, raw.get("publish"))
     return DagConfig(
         path=path,
         project_root=root,
@@ -231,9 +220,20 @@ def _build(path: Path, root: Path, raw: dict[str, Any]) -> DagConfig:
         control=control,
         overridable=dict(raw.get("overridable") or {}),
         snakemake_config=dict(raw.get("config") or {}),
-        runs_root=runs_root if runs_root.is_absolute() else root / runs_root,
-        raw=raw,
+        runs_root=runs_root,
+        schedule=schedule,
+        defaults=Defaults(**_given(raw.get("defaults"))),
+        resources=_resources(path, raw.get("resources"), runs_root),
+        alerts=_alerts(path, raw.get("alerts")),
+        quality_gate=_quality_gate(path, raw.get("quality_gate"), publish),
+        publish=publish,
+        tags=tuple(raw.get("tags") or ()),
     )
+
+
+def _given(data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keys a YAML section gives, lists as tuples: the section's dataclass defaults fill the rest."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in (data or {}).items()}
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -243,7 +243,7 @@ def _as_list(value: Any) -> list[Any]:
 def _check_values(path: Path, key: str, params: dict[str, list[Any]]) -> None:
     for name, values in params.items():
         for value in values:
-            if not re.match(SAFE_VALUE, str(value)):
+            if not is_safe_value(value):
                 raise ConfigError(
                     str(path),
                     f"{key}.{name}",
@@ -310,17 +310,33 @@ def _arms(
     return arms
 
 
-def _check_schedule(path: Path, raw: dict[str, Any]) -> None:
+def _schedule(path: Path, raw: dict[str, Any]) -> Schedule:
+    """The top-level scheduling keys; the time zone and the cron expression are checked."""
+    given = {f.name: raw[_yaml_key(f)] for f in fields(Schedule) if _yaml_key(f) in raw}
+    if given.get("start_date") is not None:  # the schema checked the ISO text
+        given["start_date"] = date.fromisoformat(given["start_date"])
+    schedule = Schedule(**given)
+    _check_timezone(path, schedule.timezone)
+    _check_cron(path, schedule.cron)
+    return schedule
+
+
+def _yaml_key(f: Field[Any]) -> str:
+    return str(f.metadata.get("key", f.name))
+
+
+def _check_timezone(path: Path, tz: str) -> None:
     import pendulum  # only configs that validate reach here; keep import cost off the error path
 
-    tz = raw.get("timezone", "UTC")
     try:
         pendulum.timezone(tz)
     except Exception:
         raise ConfigError(
             str(path), "timezone", f"unknown time zone {tz!r}; use an IANA name such as 'UTC' or 'Europe/Paris'."
         ) from None
-    schedule = raw.get("schedule")
+
+
+def _check_cron(path: Path, schedule: str | None) -> None:
     if schedule is None or schedule in CRON_PRESETS:
         return
     if schedule.startswith("@"):
@@ -336,3 +352,67 @@ def _check_schedule(path: Path, raw: dict[str, Any]) -> None:
             f"{schedule!r} is not a valid cron expression (five fields: minute hour day month weekday), "
             "a preset such as '@daily', or null for manual runs only.",
         )
+
+
+def _resources(path: Path, data: Mapping[str, Any] | None, runs_root: Path) -> Resources:
+    given = _given(data)
+    if "kubernetes" in given:  # `kubernetes:` with nothing under it (YAML null) enables it too
+        given["kubernetes"] = _kubernetes(path, given["kubernetes"] or {}, runs_root)
+    return Resources(**given)
+
+
+def _kubernetes(path: Path, data: Mapping[str, Any], runs_root: Path) -> Kubernetes:
+    given = _given(data)
+    if given.get("volume_claim"):
+        # The schema allows mount_path only with volume_claim; without one, the runs root itself.
+        mount = Path(given.get("mount_path") or runs_root)
+        if not runs_root.is_relative_to(mount):
+            raise ConfigError(
+                str(path),
+                "resources.kubernetes.mount_path",
+                f"the runs root {runs_root} is not inside the mount path {mount}, so job pods would not "
+                "see the run folders. Mount the volume at the runs root or at a folder above it, or set "
+                "`runs_root` to a folder inside the mount path.",
+            )
+        given["mount_path"] = mount
+    return Kubernetes(**given)
+
+
+def _alerts(path: Path, data: Mapping[str, Any] | None) -> Alerts:
+    data = data or {}
+    given: dict[str, Any] = {
+        f"on_{event}": tuple(read_notifiers(data.get(f"on_{event}"), f"alerts.on_{event}", str(path)))
+        for event in ALERT_EVENTS
+    }
+    minutes = data.get("deadline_minutes")
+    if (minutes is None) != (not given["on_deadline"]):
+        missing = "deadline_minutes" if minutes is None else "on_deadline"
+        raise ConfigError(
+            str(path),
+            f"alerts.{missing}",
+            "a deadline needs both `deadline_minutes` (how long after the run was queued) and `on_deadline` "
+            "(the notifiers to call); add the missing one.",
+        )
+    return Alerts(**given, deadline_minutes=minutes)
+
+
+def _publish(root: Path, data: Mapping[str, Any] | None) -> Publish | None:
+    if data is None:
+        return None
+    given = _given(data)
+    to = Path(given.pop("to"))
+    return Publish(to=to if to.is_absolute() else root / to, **given)
+
+
+def _quality_gate(path: Path, data: Mapping[str, Any] | None, publish: Publish | None) -> QualityGate | None:
+    if data is None:
+        return None
+    gate = QualityGate(**_given(data))
+    if gate.no_regression and publish is None:
+        raise ConfigError(
+            str(path),
+            "quality_gate.no_regression",
+            "comparing with the production model needs `publish.to`: the production model's metrics are the "
+            "ones published there. Add a `publish:` section, or keep only `min`/`max` thresholds.",
+        )
+    return gate

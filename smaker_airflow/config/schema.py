@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"  # a valid Snakemake wildcard / Python name
-DAG_ID = r"^[A-Za-z0-9_.-]{1,200}$"
-ARM_NAME = r"^[A-Za-z0-9_-]{1,60}$"  # used as a TaskGroup id
+# Names end with \Z, not $: jsonschema searches patterns with Python's `re`, where `$` also
+# matches before a trailing newline ("my_dag\n" would pass).
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*\Z"  # a valid Snakemake wildcard / Python name
+DAG_ID = r"^[A-Za-z0-9_.-]{1,200}\Z"
+ARM_NAME = r"^[A-Za-z0-9_-]{1,60}\Z"  # used as a TaskGroup id
 # A parameter value becomes one path segment and may reach a shell command.
-SAFE_VALUE = r"^[A-Za-z0-9_.+-]{1,64}$"
+_SAFE_CHARACTERS = r"[A-Za-z0-9_.+-]{1,64}"
+SAFE_VALUE = f"^{_SAFE_CHARACTERS}$"  # as a JSON-schema pattern (the trigger form); Python checks use is_safe_value
+
+
+def is_safe_value(value: object) -> bool:
+    """Whether a parameter value (its text) may become a path segment: letters, digits, _ . + -, 1 to 64 characters.
+
+    The one check of the package: `re.fullmatch`, because with `re.match` the `$` of
+    SAFE_VALUE also accepts a trailing newline ("600\\n").
+    """
+    return re.fullmatch(_SAFE_CHARACTERS, str(value)) is not None
+
 
 _scalar = {"type": ["string", "number", "integer", "boolean"]}
 _param_value = {"oneOf": [_scalar, {"type": "array", "items": _scalar, "minItems": 1}]}
@@ -52,7 +66,7 @@ _NOTIFIER_FIELDS: dict[str, tuple[dict[str, Any], list[str]]] = {
         [],
     ),
     "class": (
-        {"class": {"type": "string", "pattern": r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$"}, "kwargs": {"type": "object"}},
+        {"class": {"type": "string", "pattern": r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+\Z"}, "kwargs": {"type": "object"}},
         ["class"],
     ),
 }

@@ -15,7 +15,6 @@ from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from smaker_airflow.config import DagConfig
-from smaker_airflow.notifications.alerting import NotifierSpec, deadline_settings, notifier_specs
 from smaker_airflow.notifications.callbacks import AlertCallback, deadline_missed
 
 TASK_EVENTS = ("failure", "retry")  # per task: the alert carries the job's rule, wildcards and log tail
@@ -42,15 +41,15 @@ def dag_arguments(cfg: DagConfig) -> dict[str, Any]:
 def deadline_alert(cfg: DagConfig) -> DeadlineAlert | None:
     """An Airflow DeadlineAlert: the run must finish `deadline_minutes` after it was queued.
 
-    None without a deadline or when every `on_deadline` notifier is disabled;
-    ConfigError when only one of `deadline_minutes` and `on_deadline` is set.
+    None without a deadline or when every `on_deadline` notifier is disabled (load_config
+    already refused one of `deadline_minutes`/`on_deadline` without the other).
     """
-    settings = deadline_settings(cfg)
-    if settings is None or not _specs(cfg, "deadline"):
-        return None  # no deadline, or every deadline notifier is disabled
-    minutes, raw = settings
+    minutes = cfg.alerts.deadline_minutes
+    specs = cfg.alerts.notifiers("deadline")
+    if minutes is None or not specs:
+        return None
     # The triggerer gets the callback as an import path + JSON kwargs: plain notifier items, enabled only.
-    enabled = [dict(item) for item in raw if item.get("enabled", True)]
+    enabled = [{"type": spec.kind, **spec.options} for spec in specs]
     return DeadlineAlert(
         # Queued-at, not the logical date: a manual run may have none.
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
@@ -66,12 +65,7 @@ def _callbacks(cfg: DagConfig, events: tuple[str, ...], *, dag_level: bool) -> d
     """{"on_<event>_callback": AlertCallback} for each event with enabled notifiers."""
     args: dict[str, Any] = {}
     for event in events:
-        specs = _specs(cfg, event)
+        specs = cfg.alerts.notifiers(event)
         if specs:
             args[f"on_{event}_callback"] = AlertCallback(event, specs, dag_level=dag_level, cfg=cfg)
     return args
-
-
-def _specs(cfg: DagConfig, event: str) -> list[NotifierSpec]:
-    raw = (cfg.option("alerts") or {}).get(f"on_{event}") or []
-    return notifier_specs(raw, f"alerts.on_{event}", str(cfg.path))

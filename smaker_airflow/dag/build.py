@@ -17,6 +17,7 @@ from smaker_airflow.dag import alerts, docs, production, resources
 from smaker_airflow.operators.base import config_arguments
 from smaker_airflow.operators.job import SnakemakeJobOperator
 from smaker_airflow.operators.prepare import PrepareRunOperator
+from smaker_airflow.plan.checks import check_plan
 from smaker_airflow.plan.model import Job, Plan
 from smaker_airflow.run.choices import form_fields
 
@@ -24,6 +25,8 @@ PREPARE_TASK = "prepare"
 
 
 def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
+    """The Airflow DAG of a config and its plan. Raises ConfigError for a mistake only the plan shows."""
+    check_plan(cfg, plan)  # reserved task ids, the gate's metrics, publish's files
     arguments = dag_arguments(cfg, plan)
     # Airflow copies the DAG's params into every task made inside it, then serializes and
     # validates each copy at every parse: 1,000 jobs x 3 form fields cost 3.9 s a parse. Tasks
@@ -58,19 +61,20 @@ def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
 def dag_arguments(cfg: DagConfig, plan: Plan) -> dict[str, Any]:
     import pendulum
 
-    tz = pendulum.timezone(cfg.option("timezone", "UTC"))
-    start = cfg.option("start_date")
-    timeout = cfg.option("dagrun_timeout_minutes")
+    schedule = cfg.schedule
+    tz = pendulum.timezone(schedule.timezone)
+    start = schedule.start_date
+    timeout = schedule.dagrun_timeout_minutes
     return {
         "dag_id": cfg.dag_id,
         "description": cfg.description or None,
-        "schedule": cfg.option("schedule"),
-        "start_date": pendulum.parse(start, tz=tz) if start else None,
-        "catchup": cfg.option("catchup", False),
-        "max_active_runs": cfg.option("max_active_runs", 16),
-        "max_active_tasks": cfg.option("max_active_tasks", 16),
+        "schedule": schedule.cron,
+        "start_date": pendulum.datetime(start.year, start.month, start.day, tz=tz) if start else None,
+        "catchup": schedule.catchup,
+        "max_active_runs": schedule.max_active_runs,
+        "max_active_tasks": schedule.max_active_tasks,
         "dagrun_timeout": timedelta(minutes=timeout) if timeout else None,
-        "tags": ["smaker", *cfg.option("tags", [])],
+        "tags": ["smaker", *cfg.tags],
         "params": {name: Param(**spec) for name, spec in form_fields(cfg).items()},
         "default_args": default_args(cfg),
         "doc_md": docs.dag_doc(cfg, plan),
@@ -79,18 +83,19 @@ def dag_arguments(cfg: DagConfig, plan: Plan) -> dict[str, Any]:
 
 
 def default_args(cfg: DagConfig) -> dict[str, Any]:
-    defaults = cfg.option("defaults", {})
+    defaults = cfg.defaults
     args: dict[str, Any] = {
-        "owner": defaults.get("owner", "smaker"),
-        "retries": defaults.get("retries", 0),
-        "retry_delay": timedelta(seconds=defaults.get("retry_delay_seconds", 60)),
-        "retry_exponential_backoff": defaults.get("retry_exponential_backoff", False),
+        "owner": defaults.owner,
+        "retries": defaults.retries,
+        "retry_delay": timedelta(seconds=defaults.retry_delay_seconds),
+        "retry_exponential_backoff": defaults.retry_exponential_backoff,
     }
-    if "max_retry_delay_seconds" in defaults:
-        args["max_retry_delay"] = timedelta(seconds=defaults["max_retry_delay_seconds"])
-    for key in ("pool", "queue"):
-        if key in defaults:
-            args[key] = defaults[key]
+    if defaults.max_retry_delay_seconds is not None:
+        args["max_retry_delay"] = timedelta(seconds=defaults.max_retry_delay_seconds)
+    if defaults.pool is not None:
+        args["pool"] = defaults.pool
+    if defaults.queue is not None:
+        args["queue"] = defaults.queue
     args.update(alerts.task_arguments(cfg))
     # The shared runs volume on every task's pod (KubernetesExecutor); a job's own pod override wins.
     args.update(resources.default_task_resources(cfg))
@@ -101,7 +106,7 @@ def task_arguments(cfg: DagConfig, job: Job) -> dict[str, Any]:
     """What a job's Snakemake directives mean for its Airflow task."""
     args: dict[str, Any] = {
         # `retries:` of the rule, unless the config asks for more.
-        "retries": max(job.retries, cfg.option("defaults", {}).get("retries", 0)),
+        "retries": max(job.retries, cfg.defaults.retries),
         "priority_weight": 1 + max(job.priority, 0),
     }
     runtime = job.resources.get("runtime")

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
-from airflow.sdk import DAG
 
 from smaker_airflow.config import DagConfig, load_config
 from smaker_airflow.errors import ConfigError
+
+if TYPE_CHECKING:  # `validate` imports the checks below: it must not pay for importing Airflow (seconds)
+    from airflow.sdk import DAG
 
 
 def dag_from_config(config_path: str | Path, *, fileloc: str | None = None) -> DAG:
@@ -23,7 +26,8 @@ def dag_from_config(config_path: str | Path, *, fileloc: str | None = None) -> D
 
     cfg = load_config(config_path)
     check_unique_dag_id(cfg)
-    dag = build_dag(cfg, load_plan(cfg))
+    check_notifier_classes(cfg)
+    dag = build_dag(cfg, load_plan(cfg))  # build_dag runs plan.checks.check_plan
     # Airflow locates a DAG by the file that defined it: the DAG file, not this package.
     dag.fileloc = fileloc or sys._getframe(1).f_code.co_filename
     return dag
@@ -49,6 +53,21 @@ def check_unique_dag_id(cfg: DagConfig) -> None:
                 f"'{cfg.dag_id}' is also the dag_id of {other}; Airflow would keep only one of them. "
                 "Give each config its own dag_id.",
             )
+
+
+def check_notifier_classes(cfg: DagConfig) -> None:
+    """Import the class of every `type: class` notifier (disabled ones too): a typo fails at parse time, not at 3 a.m.
+
+    The one notifier check load_config cannot do: it needs Airflow (BaseNotifier) and
+    the user's module. Raises ConfigError naming `alerts.on_<event>[i].class`.
+    """
+    classes = [spec for spec in cfg.alerts.every_notifier() if spec.kind == "class"]
+    if not classes:
+        return  # Airflow is imported only for configs that name a notifier class
+    from smaker_airflow.notifications.factory import notifier_class
+
+    for spec in classes:
+        notifier_class(spec, str(cfg.path))
 
 
 def dag_file_text(config: Path, dags_folder: Path) -> str:

@@ -17,16 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smaker_airflow.config import DagConfig
-from smaker_airflow.errors import ConfigError
+from smaker_airflow.config import DagConfig, Kubernetes
 from smaker_airflow.plan.model import Job
 
 if TYPE_CHECKING:
     from kubernetes.client import models as k8s
 
 GPU_RESOURCES = ("gpu", "nvidia_gpu")  # Snakemake's standard name, and the older spelling
-DEFAULT_GPU_QUEUE = "gpu"
-DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's extended resource
 BASE_CONTAINER = "base"  # KubernetesExecutor merges a pod_override into the container named "base"
 RUNS_VOLUME = "smaker-runs"
 # Snakemake resource -> Kubernetes resource; "_mb" is 10^6 bytes ("M"), "_mib" 2^20 bytes ("Mi").
@@ -35,13 +32,13 @@ _SIZED = (("mem", "memory"), ("disk", "ephemeral-storage"))
 
 def task_resources(cfg: DagConfig, job: Job) -> dict[str, Any]:
     """BaseOperator kwargs for the job's task: pool/pool_slots, queue, executor_config."""
-    spec = cfg.option("resources") or {}
+    spec = cfg.resources
     args: dict[str, Any] = {}
-    if spec.get("pool"):
-        args["pool"] = spec["pool"]
+    if spec.pool:
+        args["pool"] = spec.pool
         args["pool_slots"] = max(job.threads, 1)  # Airflow refuses fewer than 1 slot
     if gpus(job) > 0:
-        args["queue"] = spec.get("gpu_queue", DEFAULT_GPU_QUEUE)
+        args["queue"] = spec.gpu_queue
     if kubernetes_enabled(cfg):
         args["executor_config"] = {"pod_override": pod_override(cfg, job)}
     return args
@@ -52,15 +49,14 @@ def default_task_resources(cfg: DagConfig) -> dict[str, Any]:
 
     Job tasks pass their own executor_config, which replaces this one.
     """
-    spec = _kubernetes_spec(cfg)
-    if not kubernetes_enabled(cfg) or not (spec.get("volume_claim") or spec.get("image")):
+    spec = cfg.resources.kubernetes
+    if spec is None or not (spec.volume_claim or spec.image):
         return {}
     return {"executor_config": {"pod_override": pod_override(cfg)}}
 
 
 def kubernetes_enabled(cfg: DagConfig) -> bool:
-    # `kubernetes:` with nothing under it (YAML null) enables it too.
-    return "kubernetes" in (cfg.option("resources") or {})
+    return cfg.resources.kubernetes is not None
 
 
 def gpus(job: Job) -> int:
@@ -82,7 +78,7 @@ def resource_quantities(cfg: DagConfig, job: Job) -> dict[str, str]:
             quantities[name] = f"{mib}Mi"
     count = gpus(job)
     if count > 0:
-        quantities[_kubernetes_spec(cfg).get("gpu_resource", DEFAULT_GPU_RESOURCE)] = str(count)
+        quantities[_kubernetes_spec(cfg).gpu_resource] = str(count)
     return quantities
 
 
@@ -99,33 +95,24 @@ def pod_override(cfg: DagConfig, job: Job | None = None) -> k8s.V1Pod:
     mount = runs_mount(cfg)
     container = k8s.V1Container(
         name=BASE_CONTAINER,
-        image=spec.get("image"),
+        image=spec.image,
         resources=k8s.V1ResourceRequirements(requests=quantities, limits=dict(quantities)) if quantities else None,
         volume_mounts=[k8s.V1VolumeMount(name=RUNS_VOLUME, mount_path=str(mount))] if mount else None,
     )
     volumes = None
     if mount:
-        claim = k8s.V1PersistentVolumeClaimVolumeSource(claim_name=spec["volume_claim"])
+        claim = k8s.V1PersistentVolumeClaimVolumeSource(claim_name=spec.volume_claim)
         volumes = [k8s.V1Volume(name=RUNS_VOLUME, persistent_volume_claim=claim)]
     return k8s.V1Pod(spec=k8s.V1PodSpec(containers=[container], volumes=volumes))
 
 
 def runs_mount(cfg: DagConfig) -> Path | None:
-    """Where the runs volume is mounted (default: the runs root), or None without `volume_claim`."""
-    spec = _kubernetes_spec(cfg)
-    if not spec.get("volume_claim"):
-        return None
-    mount = Path(spec.get("mount_path") or cfg.runs_root)
-    if not cfg.runs_root.is_relative_to(mount):
-        raise ConfigError(
-            str(cfg.path),
-            "resources.kubernetes.mount_path",
-            f"the runs root {cfg.runs_root} is not inside the mount path {mount}, so job pods would not "
-            "see the run folders. Mount the volume at the runs root or at a folder above it, or set "
-            "`runs_root` to a folder inside the mount path.",
-        )
-    return mount
+    """Where the runs volume is mounted (default: the runs root), or None without `volume_claim`.
+
+    load_config has checked that the runs root is inside it.
+    """
+    return _kubernetes_spec(cfg).mount_path
 
 
-def _kubernetes_spec(cfg: DagConfig) -> dict[str, Any]:
-    return (cfg.option("resources") or {}).get("kubernetes") or {}
+def _kubernetes_spec(cfg: DagConfig) -> Kubernetes:
+    return cfg.resources.kubernetes or Kubernetes()

@@ -20,8 +20,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from smaker_airflow.config.model import NotifierSpec
+from smaker_airflow.config.notifiers import notifier_specs
 from smaker_airflow.notifications.alert import CONTEXT_KEY, Alert, alert_from_context
-from smaker_airflow.notifications.alerting import NotifierSpec, notifier_specs
 from smaker_airflow.notifications.factory import build_notifier
 
 if TYPE_CHECKING:

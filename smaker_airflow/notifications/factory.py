@@ -19,7 +19,7 @@ from smaker_airflow.notifications.alert import CONTEXT_KEY
 from smaker_airflow.notifications.webhook import WebhookNotifier
 
 if TYPE_CHECKING:
-    from smaker_airflow.notifications.alerting import NotifierSpec
+    from smaker_airflow.config.model import NotifierSpec
 
 SMTP_DEFAULT_CONN = "smtp_default"  # Airflow's own default SMTP connection id
 

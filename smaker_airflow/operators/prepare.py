@@ -30,7 +30,7 @@ class PrepareRunOperator(SmakerOperator):
         dag_run = context["dag_run"]
         conf = dict(dag_run.conf or {})
         arms, overrides = form.parse_choices(cfg, dict(context["params"]), conf)
-        date = runs.run_date(dag_run.logical_date, dag_run.run_after, cfg.option("timezone", "UTC"))
+        date = runs.run_date(dag_run.logical_date, dag_run.run_after, cfg.schedule.timezone)
         folder = self.run_folder(context)
         runs.ensure_writable(folder)
         deployed = load_plan(cfg)

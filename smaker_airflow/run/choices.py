@@ -8,11 +8,10 @@ tasks are fixed when the file is parsed.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from smaker_airflow.config import DagConfig
-from smaker_airflow.config.schema import SAFE_VALUE
+from smaker_airflow.config.schema import SAFE_VALUE, is_safe_value
 from smaker_airflow.errors import OverrideError
 from smaker_airflow.plan.model import Job, Plan
 
@@ -94,8 +93,7 @@ def _checked(cfg: DagConfig, name: str, value: Any) -> list[Any]:
         ok_type = isinstance(v, kind) and not (kind is not bool and isinstance(v, bool))
         if kind is float and isinstance(v, int) and not isinstance(v, bool):
             ok_type = True
-        # fullmatch: with re.match, `$` also accepts a trailing newline ("lbfgs\n").
-        if not ok_type or not re.fullmatch(SAFE_VALUE, str(v)):
+        if not ok_type or not is_safe_value(v):  # the config's own check (refuses "lbfgs\n")
             raise OverrideError(
                 f"{cfg.dag_id}: value {v!r} for parameter '{name}' is refused: it must be {_ARTICLES[kind]} "
                 "made of letters, digits and _ . + - only, at most 64 characters (values become file paths "
