@@ -179,6 +179,16 @@ def test_airflow_knows_every_setting_we_pass(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_workers_get_their_names_and_the_other_components_the_local_commands(tmp_path: Path) -> None:
+    """The two hooks CeleryAirflow overrides; `up()` starts every component through them."""
+    airflow = make_celery(tmp_path, "postgresql+psycopg2://u@h:5432/db", "redis://h:6379/3")
+    assert airflow.component_env("celery-worker-1")[WORKER_NAME_ENV] == "celery-worker-1"
+    assert WORKER_NAME_ENV not in airflow.component_env("scheduler")
+    assert airflow.component_env("scheduler")["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert airflow.command("scheduler")[1:] == ["scheduler", "--skip-serve-logs"]
+    assert airflow.command("api-server")[1:] == ["api-server"]
+
+
 def test_settings_that_cannot_work_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SmakerError, match=r"PostgreSQL metadata DB .*sqlite"):
         make_celery(tmp_path, f"sqlite:///{tmp_path}/airflow.db", "redis://h:6379/0")

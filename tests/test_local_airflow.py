@@ -8,6 +8,7 @@ process-tree cleanup with plain Python processes.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
@@ -25,6 +26,7 @@ import pytest
 
 from smaker_airflow.deploy.local import PID_FILE, LocalAirflow
 from smaker_airflow.errors import SmakerError
+from tests.conftest import PROJECT, load_dag
 
 DAG_FILE = """
 from __future__ import annotations
@@ -204,6 +206,44 @@ def write_pid_file(local: LocalAirflow, procs: dict[str, subprocess.Popen[bytes]
             start = 1.0  # long gone
         rows.append({"name": name, "pid": proc.pid, "pgid": proc.pid, "start": start})
     local.pid_file.write_text(json.dumps({"url": local.url, "home": str(local.home), "processes": rows}))
+
+
+# -- import cost: the deploy tooling stays out of DAG files -----------------------
+def test_a_dag_file_never_imports_the_deploy_tooling(project: Path) -> None:
+    """Importing a DAG file (dag.loader, operators, the package) leaves deploy/ unimported."""
+    load_dag(project, "ab_test")  # builds the plan cache the DAG file then reads
+    dag_file = project / "dags" / "ab_test.py"
+    code = (
+        "import runpy, sys\n"
+        f"runpy.run_path({str(dag_file)!r})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('smaker_airflow.deploy')))\n"
+        "print('smaker_airflow.dag.loader' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-2:] == ["[]", "True"]
+
+
+def test_only_deploy_imports_psutil_at_import_time() -> None:
+    """psutil is needed at run time only (stopping process groups); Airflow imports it itself,
+    so DAG files pay for it anyway, but our Airflow-free modules must not."""
+    code = (
+        "import sys\n"
+        "import smaker_airflow._procs, smaker_airflow.run.job_process, smaker_airflow.plan.planner\n"
+        "print('psutil' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
+    package = PROJECT / "smaker_airflow"
+    top_level = [
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        and "psutil" in ([alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module])
+    ]
+    assert top_level and all(path.startswith("deploy/") for path in top_level), top_level
 
 
 # -- slow: the real thing -------------------------------------------------------

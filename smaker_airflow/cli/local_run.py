@@ -5,10 +5,8 @@ All arms share one folder, so jobs they share run once.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import sys
 from collections import deque
 from datetime import date
 from pathlib import Path
@@ -18,7 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from smaker_airflow.config import DagConfig
 from smaker_airflow.errors import JobFailed
-from smaker_airflow.plan.arms import workflow_for
+from smaker_airflow.plan.arms import write_arm_config
+from smaker_airflow.run.job_process import workflow_argv
 from smaker_airflow.run.state import STATE_DIR
 
 STEPS = re.compile(r"(\d+) of (\d+) steps")
@@ -27,27 +26,16 @@ STEPS = re.compile(r"(\d+) of (\d+) steps")
 def run_with_snakemake(
     cfg: DagConfig, arms: list[str], workdir: Path, *, cores: int, dry_run: bool, console: Console
 ) -> None:
+    """Run each arm's whole workflow in ``workdir`` with up to ``cores`` cores, one arm after another.
+
+    Raises ``JobFailed`` when Snakemake fails (after printing its last lines); a dry run
+    only prints the jobs each arm would run.
+    """
     (workdir / STATE_DIR).mkdir(parents=True, exist_ok=True)
     for arm in arms:
-        snakefile, config = workflow_for(cfg, arm, run_date=date.today().isoformat())
-        configfile = workdir / STATE_DIR / f"config-{arm}.json"
-        configfile.write_text(json.dumps(config, indent=2, sort_keys=True))
-        argv = [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(snakefile),
-            "--configfile",
-            str(configfile),
-            "--directory",
-            str(workdir),
-            "--cores",
-            str(cores),
-            "--rerun-incomplete",
-            "--max-jobs-per-timespan",
-            "100/0s",  # the default limiter sleeps ~1 s per job batch
-        ]
+        snakefile, configfile = write_arm_config(cfg, arm, workdir / STATE_DIR, run_date=date.today().isoformat())
+        # --rerun-incomplete: outputs of an interrupted earlier `run` are made again.
+        argv = workflow_argv(snakefile, configfile, workdir, cores=cores, flags=("--rerun-incomplete",))
         if dry_run:
             subprocess.run([*argv, "--dry-run", "--quiet", "rules"], check=False)
             continue

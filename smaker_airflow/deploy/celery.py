@@ -19,11 +19,11 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
-from smaker_airflow.deploy.local import _EXTRA_ARGS, LocalAirflow, _Proc, _start_time, _tail
+from smaker_airflow.deploy.local import LocalAirflow
 from smaker_airflow.errors import SmakerError
 
 WORKER_NAME_ENV = "SMAKER_AIRFLOW_WORKER_NAME"
@@ -41,6 +41,7 @@ def worker_hostname() -> str:
 class CeleryAirflow(LocalAirflow):
     """`LocalAirflow` with the CeleryExecutor and `workers` Celery workers on this machine."""
 
+    banner: ClassVar[str] = "celery"  # `_worker_ready` reads the log from the last such line
     sql_alchemy_conn: str = ""  # e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/airflow
     broker_url: str = ""  # e.g. redis://127.0.0.1:6379/0 or amqp://guest:guest@127.0.0.1:5672//
     workers: int = 2
@@ -87,7 +88,7 @@ class CeleryAirflow(LocalAirflow):
         return env
 
     def command(self, name: str) -> list[str]:
-        """The argv of one component."""
+        """The argv of one component: `airflow celery worker` for the workers."""
         if name.startswith(WORKER_PREFIX):
             return [
                 self._airflow(),
@@ -101,46 +102,29 @@ class CeleryAirflow(LocalAirflow):
                 # host would clash, and the api-server reads the task logs from the shared folder.
                 "--skip-serve-logs",
             ]
-        return [self._airflow(), name, *_EXTRA_ARGS.get(name, ())]
+        return super().command(name)
+
+    def component_env(self, name: str) -> dict[str, str]:
+        """Each worker gets its name, which `worker_hostname` puts in task instance records."""
+        env = super().component_env(name)
+        return {**env, WORKER_NAME_ENV: name} if name.startswith(WORKER_PREFIX) else env
 
     # -- steps of up() ----------------------------------------------------------
-    def _start_components(self) -> None:
-        base_env = self.env()
-        records: list[_Proc] = []
-        for name in self.components:
-            env = {**base_env, WORKER_NAME_ENV: name} if name.startswith(WORKER_PREFIX) else base_env
-            log = self.home / "logs" / f"{name}.log"
-            with log.open("ab") as out:
-                out.write(f"\n=== smaker-airflow celery {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
-                out.flush()
-                proc = subprocess.Popen(
-                    self.command(name),
-                    env=env,
-                    cwd=self.home,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own process group: down() stops the family
-                )
-            self._children.append(proc)
-            records.append(_Proc(name, proc.pid, proc.pid, _start_time(proc.pid)))
-            self._write_pid_file(records)  # after each start: down() can clean up an interrupted up()
-
     def _wait_healthy(self, deadline: float, timeout: float) -> None:
         """The API's health check, then every worker connected to the broker and consuming."""
         super()._wait_healthy(deadline, timeout)
         waiting = set(self.worker_names)
         while waiting:
             self._raise_if_died()
-            waiting = {name for name in waiting if not _worker_ready(self.home / "logs" / f"{name}.log", name)}
+            waiting = {name for name in waiting if not _worker_ready(self.log_path(name), name)}
             if not waiting:
                 return
             if time.monotonic() >= deadline:
-                names = ", ".join(sorted(waiting))
-                first = self.home / "logs" / f"{sorted(waiting)[0]}.log"
+                first = sorted(waiting)[0]
                 raise SmakerError(
-                    f"Celery worker(s) {names} did not become ready within {timeout:g} s: check that the "
-                    f"broker at {self.broker_url} answers. Last lines of {first}:\n{_tail(first)}"
+                    f"Celery worker(s) {', '.join(sorted(waiting))} did not become ready within {timeout:g} s: "
+                    f"check that the broker at {self.broker_url} answers. "
+                    f"Last lines of {self.log_path(first)}:\n{self.log_tail(first)}"
                 )
             time.sleep(0.5)
 
@@ -152,5 +136,5 @@ def _worker_ready(log: os.PathLike[str], name: str) -> bool:
             text = handle.read()
     except OSError:
         return False
-    since_start = text[max(text.rfind("=== smaker-airflow celery"), 0) :]
+    since_start = text[max(text.rfind(f"=== smaker-airflow {CeleryAirflow.banner} "), 0) :]
     return re.search(rf"\b{re.escape(name)}@\S+ ready\.", since_start) is not None

@@ -30,9 +30,11 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
+from typing import ClassVar
 
 import psutil
 
+from smaker_airflow._procs import escalate, signal_group, signal_process, start_in_session, tail_lines, wait_until
 from smaker_airflow.deploy.rest import AirflowApiError, AirflowClient
 from smaker_airflow.errors import SmakerError
 
@@ -73,6 +75,13 @@ class _Proc:
 
 @dataclass
 class LocalAirflow:
+    """Airflow's components on this machine, each in a session of its own, with a pid file under ``home``.
+
+    Subclasses change the set of components and how each starts by overriding
+    ``components``, ``env``, ``command(name)`` and ``component_env(name)``.
+    """
+
+    banner: ClassVar[str] = "up"  # "=== smaker-airflow <banner> <time> ===" opens each start in a log
     home: Path
     dags_folder: Path
     port: int = 8080
@@ -104,6 +113,25 @@ class LocalAirflow:
     def components(self) -> tuple[str, ...]:
         names = ("api-server", "scheduler", "dag-processor")
         return (*names, "triggerer") if self.triggerer else names
+
+    def command(self, name: str) -> list[str]:
+        """The argv of one component: this venv's ``airflow <name>``."""
+        return [self._airflow(), name, *_EXTRA_ARGS.get(name, ())]
+
+    def component_env(self, name: str) -> dict[str, str]:
+        """The environment of one component: ``env()``, the same for all of them here."""
+        return self.env()
+
+    def log_path(self, name: str) -> Path:
+        """Where a component (or ``db-migrate``) logs."""
+        return self.home / "logs" / f"{name}.log"
+
+    def log_tail(self, name: str, lines: int = 25) -> str:
+        """The last lines of a component's log, for error messages."""
+        try:
+            return "\n".join(tail_lines(self.log_path(name), lines))
+        except OSError:
+            return "(no log)"
 
     def env(self) -> dict[str, str]:
         """The environment of every component: inherited Airflow settings are dropped."""
@@ -230,7 +258,7 @@ class LocalAirflow:
         db_ok = (self.home / "airflow.db").exists() and (self.home / "airflow.cfg").exists()
         if db_ok and marker.exists() and marker.read_text().strip() == airflow_version:
             return
-        log = self.home / "logs" / "db-migrate.log"
+        log = self.log_path("db-migrate")
         with log.open("ab") as out:
             try:
                 result = subprocess.run(
@@ -249,27 +277,18 @@ class LocalAirflow:
         if result.returncode != 0:
             raise SmakerError(
                 f"`airflow db migrate` failed with exit code {result.returncode} for {self.home}. "
-                f"Last lines of {log}:\n{_tail(log)}"
+                f"Last lines of {log}:\n{self.log_tail('db-migrate')}"
             )
         marker.write_text(airflow_version + "\n")
 
     def _start_components(self) -> None:
-        env = self.env()
         records: list[_Proc] = []
         for name in self.components:
-            log = self.home / "logs" / f"{name}.log"
-            with log.open("ab") as out:
-                out.write(f"\n=== smaker-airflow up {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+            with self.log_path(name).open("ab") as out:
+                out.write(f"\n=== smaker-airflow {self.banner} {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
                 out.flush()
-                proc = subprocess.Popen(
-                    [self._airflow(), name, *_EXTRA_ARGS.get(name, ())],
-                    env=env,
-                    cwd=self.home,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own process group; survives the CLI
-                )
+                # Own process group: down() stops the family, and it survives the CLI.
+                proc = start_in_session(self.command(name), stdout=out, env=self.component_env(name), cwd=self.home)
             self._children.append(proc)
             records.append(_Proc(name, proc.pid, proc.pid, _start_time(proc.pid)))
             # Written after each start so that down() can clean up an interrupted up().
@@ -300,9 +319,9 @@ class LocalAirflow:
         for proc, name in zip(self._children, self.components, strict=False):
             code = proc.poll()
             if code is not None:
-                log = self.home / "logs" / f"{name}.log"
                 raise SmakerError(
-                    f"Airflow {name} exited with code {code} while starting. Last lines of {log}:\n{_tail(log)}"
+                    f"Airflow {name} exited with code {code} while starting. "
+                    f"Last lines of {self.log_path(name)}:\n{self.log_tail(name)}"
                 )
 
     # -- pid file ---------------------------------------------------------------
@@ -385,13 +404,25 @@ def _family(pids: set[int], groups: set[int]) -> tuple[set[int], set[int]]:
     return family, groups
 
 
-def _signal(pids: set[int], groups: set[int], sig: signal.Signals) -> None:
-    for pgid in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
+class _Family:
+    """Processes to stop: some pids and groups, with every descendant, re-scanned as they change."""
+
+    def __init__(self, pids: set[int], groups: set[int]) -> None:
+        self.pids, self.groups = _family(pids, groups)
+
+    def signal(self, sig: signal.Signals) -> None:
+        for pgid in self.groups:
+            signal_group(pgid, sig)
+        for pid in self.pids:
+            signal_process(pid, sig)
+
+    def wait_gone(self, seconds: float) -> bool:
+        """Poll until the family has exited, re-scanning it to catch children born meanwhile."""
+        return wait_until(self._gone, seconds, poll=0.1)
+
+    def _gone(self) -> bool:
+        self.pids, self.groups = _family(self.pids, self.groups)  # zombies do not count: their parents reap them
+        return not self.pids
 
 
 def _terminate(roots: list[_Proc]) -> None:
@@ -405,34 +436,14 @@ def _stop(roots: list[_Proc]) -> None:
 
     A component stops its own children best, so it is asked first. But the
     scheduler's LocalExecutor waits for running tasks (and a second SIGTERM still
-    waits for them at exit), so after FIRST_GRACE everything it started gets the
-    signal too, down to shell commands in sessions of their own.
+    waits for them at exit), so after FIRST_GRACE s everything it started gets the
+    signal too, down to shell commands in sessions of their own; SIGKILL follows
+    STOP_GRACE s later.
     """
     if not roots:
         return
-    leaders = {p.pid for p in roots}
-    pids, groups = _family(leaders, {p.pgid for p in roots})
-    _signal(leaders, set(), signal.SIGTERM)
-    pids, groups = _wait_gone(pids, groups, FIRST_GRACE)
-    for sig, grace in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, 2.0)):
-        if not pids:
-            return
-        _signal(pids, groups, sig)
-        pids, groups = _wait_gone(pids, groups, grace)
-
-
-def _wait_gone(pids: set[int], groups: set[int], grace: float) -> tuple[set[int], set[int]]:
-    """Poll until the family has exited, re-scanning it to catch children born meanwhile."""
-    deadline = time.monotonic() + grace
-    while True:
-        pids, groups = _family(pids, groups)  # zombies do not count: their parents reap them
-        if not pids or time.monotonic() >= deadline:
-            return pids, groups
-        time.sleep(0.1)
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    family = _Family({p.pid for p in roots}, {p.pgid for p in roots})
+    for root in roots:
+        signal_process(root.pid, signal.SIGTERM)
+    if not family.wait_gone(FIRST_GRACE):
+        escalate(family.signal, family.wait_gone, STOP_GRACE)

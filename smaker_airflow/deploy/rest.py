@@ -90,7 +90,12 @@ class AirflowClient:
         self._api("PATCH", f"/api/v2/dags/{_q(dag_id)}", body={"is_paused": False})
 
     def wait_for_dag(self, dag_id: str, timeout: float, poll: float = 1.0) -> None:
-        """Wait until the dag-processor has parsed and serialized ``dag_id``."""
+        """Wait until the dag-processor has parsed and serialized ``dag_id``.
+
+        ``timeout`` and ``poll`` (the pause between two asks) are in seconds. Raises
+        ``AirflowWaitTimeout`` naming the import errors Airflow lists when the DAG did not
+        appear in time, and ``AirflowApiError`` (or a subclass) when a call fails otherwise.
+        """
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -147,7 +152,14 @@ class AirflowClient:
         return self._api_dict("PATCH", path, body={"note": note[:1000]})
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float, poll: float = 2.0) -> dict[str, Any]:
-        """Poll the run until ``success`` or ``failed`` and return it (a failed run is not an error here)."""
+        """Poll the run until ``success`` or ``failed`` and return it (a failed run is not an error here).
+
+        Returns Airflow's DAG run record (``GET .../dagRuns/{run_id}``: ``state``, ``note``,
+        dates...). ``timeout`` and ``poll`` (the pause between two asks) are in seconds.
+        Raises ``AirflowWaitTimeout`` with the run's last state when it did not end in time
+        (the run keeps going in Airflow), ``AirflowNotFound`` for an unknown DAG or run, and
+        ``AirflowApiError`` (or a subclass) when a call fails otherwise.
+        """
         deadline = time.monotonic() + timeout
         while True:
             run = self.dag_run(dag_id, run_id)

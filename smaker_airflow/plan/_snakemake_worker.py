@@ -1,4 +1,4 @@
-"""Worker process of ``snakemake_dag.build_job_graph``: one Snakefile in, its job DAG out.
+"""Worker process of ``job_graph.build_job_graph``: one Snakefile in, its job DAG out.
 
 Run as ``python -m smaker_airflow.plan._snakemake_worker REQUEST.json``. A Snakefile is
 arbitrary code and Snakemake's API chdir()s and mutates globals, so this runs in a
@@ -26,7 +26,10 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # the contract with the planner; at run time this process imports nothing of ours
+    from smaker_airflow.plan.model import RawJob
 
 T = TypeVar("T")
 
@@ -334,8 +337,8 @@ class _RuleFacts:
         return threads, dict(resources)
 
 
-def describe_jobs(workflow: Any, dag: Any) -> list[dict[str, Any]]:
-    """The DAG's jobs as JSON-safe dicts, upstream first, norun jobs left out."""
+def describe_jobs(workflow: Any, dag: Any) -> list[RawJob]:
+    """The DAG's jobs as JSON-safe ``RawJob`` dicts, upstream first, norun jobs left out."""
     facts: dict[Any, _RuleFacts] = {}
     wildcards_of: dict[Any, dict[str, str]] = {}
 
@@ -398,7 +401,7 @@ def _describe_job(
     upstream: _Upstream,
     index: Mapping[Any, int],
     final: bool,
-) -> dict[str, Any]:
+) -> RawJob:
     outputs = [str(path) for path in job.output]
     if len(outputs) != len(facts.patterns):
         raise RuntimeError(f"rule {facts.name}: {len(outputs)} outputs but {len(facts.patterns)} patterns")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ from smaker_airflow.config import DagConfig
 from smaker_airflow.workflow.stage import SETTINGS_KEY
 
 ENTRY_SNAKEFILE = Path(__file__).resolve().parent.parent / "workflow" / "entry.smk"
-# Plans do not depend on the date; runs get theirs (see smaker_airflow/runs.py).
+# Plans do not depend on the date; runs get theirs (see smaker_airflow/run/state.py).
 PLAN_DATE = "1970-01-01"
 
 
@@ -34,3 +35,23 @@ def workflow_for(
         "style": cfg.workflow_style,
     }
     return ENTRY_SNAKEFILE, {**base, SETTINGS_KEY: settings}
+
+
+def write_arm_config(
+    cfg: DagConfig,
+    arm: str,
+    folder: Path,
+    overrides: dict[str, list[Any]] | None = None,
+    *,
+    run_date: str,
+) -> tuple[Path, Path]:
+    """Write the arm's Snakemake config to ``folder/config-<arm>.json``; return (snakefile, configfile).
+
+    ``folder`` is the run's state folder (it must exist); the file is what ``--configfile``
+    of every Snakemake command of this arm in the run reads. Raises ``OSError`` when the
+    folder is not writable.
+    """
+    snakefile, config = workflow_for(cfg, arm, overrides, run_date=run_date)
+    configfile = folder / f"config-{arm}.json"
+    configfile.write_text(json.dumps(config, indent=2, sort_keys=True))
+    return snakefile, configfile

@@ -9,7 +9,6 @@ imports Snakemake, so importing it stays cheap.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -21,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smaker_airflow._procs import read_tail, start_in_session, stop_groups
 from smaker_airflow.errors import WorkflowError
+from smaker_airflow.plan.model import RawJob
 
 WORKER_MODULE = "smaker_airflow.plan._snakemake_worker"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding smaker_airflow/
@@ -32,12 +33,10 @@ _TAIL_CHARS = 2000
 class JobGraph:
     """The jobs of one workflow, upstream first, and the Snakefile registry snapshot.
 
-    Each job is a dict with the keys ``rule, wildcards, target, inputs, outputs, log,
-    output_patterns, threads, resources, retries, priority, deps, snakefile, lineno,
-    final, params_final``; ``deps`` holds indexes into ``jobs``.
+    Each job is a ``RawJob`` (plan/model.py); its ``deps`` hold indexes into ``jobs``.
     """
 
-    jobs: list[dict[str, Any]]
+    jobs: list[RawJob]
     registry: dict[str, Any] = field(default_factory=dict)
 
 
@@ -51,9 +50,11 @@ def build_job_graph(
     """Build the job DAG of ``snakefile``'s default target with ``config``.
 
     Without ``workdir`` Snakemake plans in an empty temporary folder, so every job is
-    listed. Raises ``WorkflowError`` (one paragraph naming the Snakefile, the rule and
-    line when known, Snakemake's message and the fix) when Snakemake cannot load the
-    workflow or build its DAG, and when the worker process dies or times out.
+    listed. ``timeout`` is in seconds of wall time for the whole worker process; past
+    it, the worker's process group is killed. Raises ``WorkflowError`` (one paragraph
+    naming the Snakefile, the rule and line when known, Snakemake's message and the
+    fix) when the Snakefile is missing, the config is not JSON data, Snakemake cannot
+    load the workflow or build its DAG, and when the worker process dies or times out.
     """
     snakefile = Path(snakefile).resolve()
     if not snakefile.is_file():
@@ -108,19 +109,14 @@ def _run_worker(folder: Path, run_dir: Path, snakefile: Path, timeout: float) ->
     # hold a module named like a library); the Snakefile's folder is added by Snakemake.
     command = [sys.executable, "-P", "-m", WORKER_MODULE, str(folder / "request.json")]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=run_dir,
-            env=_worker_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # so a timeout ends whatever the Snakefile started
-        )
+        # A session of its own, so a timeout ends whatever the Snakefile started.
+        process = start_in_session(command, stdout=log, env=_worker_env(), cwd=run_dir)
         try:
             returncode = process.wait(timeout=timeout)
         except BaseException as exc:  # a timeout, or this process is being stopped
-            _kill_group(process)
+            # SIGKILL at once: planning writes nothing that a clean exit would save.
+            stop_groups([process.pid], grace=0, leaders=[process])
+            process.wait()
             if not isinstance(exc, subprocess.TimeoutExpired):
                 raise
             raise WorkflowError(
@@ -148,12 +144,6 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 def _exit_reason(returncode: int) -> str:
     if returncode < 0:
         try:
@@ -166,10 +156,9 @@ def _exit_reason(returncode: int) -> str:
 
 def _tail_note(log_path: Path) -> str:
     try:
-        data = log_path.read_bytes()
+        tail = " ".join(read_tail(log_path, _TAIL_CHARS).split())
     except OSError:
         return ""
-    tail = " ".join(data[-_TAIL_CHARS:].decode("utf-8", "replace").split())
     return f" Last output of the process: {tail}" if tail else " The process printed nothing."
 
 

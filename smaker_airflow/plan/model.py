@@ -9,7 +9,33 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypedDict
+
+
+class RawJob(TypedDict):
+    """One job as the Snakemake worker describes it, before arms are merged (JSON-safe).
+
+    The contract between ``plan/_snakemake_worker.describe_jobs`` (which builds it in
+    the worker process) and ``plan/planner.build_plan`` (which reads it, never changes
+    it). Paths are relative to the run folder unless said otherwise.
+    """
+
+    rule: str
+    wildcards: dict[str, str]  # in the order the rule's output patterns name them
+    target: str  # Snakemake's job spec for --target-jobs: "rule:wc=value,..."
+    inputs: list[str]
+    outputs: list[str]
+    log: list[str]  # the job's `log:` files
+    output_patterns: list[str]  # the rule's output patterns, with wildcard constraints
+    threads: int
+    resources: dict[str, int | str]  # mem_mb, disk_mb, runtime (minutes) and the rule's own
+    retries: int  # the rule's `retries:` directive
+    priority: int
+    deps: list[int]  # indexes of the jobs it needs, into the same list (always earlier)
+    snakefile: str  # absolute path of the file the rule is defined in
+    lineno: int  # the rule's line in that file
+    final: bool  # a tip of the workflow (what the default target asks for)
+    params_final: Any  # the value of the rule's `params: FINAL=...`, else None
 
 
 @dataclass(frozen=True)

@@ -10,21 +10,46 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from smaker_airflow.config import DagConfig
 from smaker_airflow.errors import WorkflowError
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.job_graph import build_job_graph
-from smaker_airflow.plan.model import Job, Plan
+from smaker_airflow.plan.model import Job, Plan, RawJob
 
 MAX_TASK_ID = 250
 CONSTRAINT = re.compile(r"\{(\w+),[^}]*\}")
 
+_Key = tuple[str, ...]  # a job's identity across arms (see _identity)
+
+
+@dataclass
+class _Merged:
+    """One job of the plan while arms are merged: the worker's ``RawJob`` plus what the arms add."""
+
+    raw: RawJob  # as the first arm that needs it described it; never changed
+    metrics: list[str]
+    arms: list[str] = field(default_factory=list)
+    upstream: list[_Key] = field(default_factory=list)
+    final: bool = False
+
+    def group(self, multi_arm: bool) -> str:
+        """The arm's TaskGroup when only one arm of several needs the job, else ""."""
+        return self.arms[0] if multi_arm and len(self.arms) == 1 else ""
+
 
 def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) -> Plan:
+    """Plan every arm of ``cfg`` with Snakemake and merge them into one ``Plan``.
+
+    ``overrides`` (parameter name -> values, as the trigger form gives them) replace the
+    config's values. Runs one Snakemake worker process per arm (``build_job_graph``),
+    so it takes seconds. Raises ``WorkflowError`` naming the config and the arm when an
+    arm cannot be planned, or when two arms write the same file with different rules.
+    """
     arm_configs = {}
-    merged: dict[tuple[str, ...], dict[str, Any]] = {}
+    merged: dict[_Key, _Merged] = {}
     for arm in cfg.arms:
         snakefile, config = workflow_for(cfg, arm, overrides)
         arm_configs[arm] = {"snakefile": str(snakefile), "config": config}
@@ -34,71 +59,67 @@ def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) ->
             # Name the config and the arm: the Snakefile alone does not say which deployment broke.
             raise WorkflowError(f"{cfg.path} (arm '{arm}'): {e}") from None
         metric_patterns = set(graph.registry.get("metrics", []))
-        keys: list[tuple[str, ...]] = []
+        keys: list[_Key] = []
         for raw in graph.jobs:
             key = _identity(raw)
             keys.append(key)
             job = merged.get(key)
             if job is None:
-                job = merged[key] = {
-                    **raw,
-                    "arms": [],
-                    "upstream_keys": [],
-                    "metrics": _metrics(raw, metric_patterns),
-                }
-            elif (job["rule"], job["snakefile"]) != (raw["rule"], raw["snakefile"]):
+                job = merged[key] = _Merged(raw, _metrics(raw, metric_patterns))
+            elif (job.raw["rule"], job.raw["snakefile"]) != (raw["rule"], raw["snakefile"]):
                 raise WorkflowError(_conflict(cfg, job, raw, arm))
-            job["arms"].append(arm)
-            job["final"] = job["final"] or raw["final"]
-            job["upstream_keys"].extend(keys[d] for d in raw["deps"] if keys[d] not in job["upstream_keys"])
+            job.arms.append(arm)
+            job.final = job.final or raw["final"]
+            job.upstream.extend(keys[d] for d in raw["deps"] if keys[d] not in job.upstream)
     jobs = _assign_task_ids(list(merged.values()), multi_arm=len(cfg.arms) > 1)
     return Plan(dag_id=cfg.dag_id, arms=list(cfg.arms), jobs=jobs, arm_configs=arm_configs)
 
 
-def _identity(raw: dict[str, Any]) -> tuple[str, ...]:
+def _identity(raw: RawJob) -> _Key:
     # Same files -> same job, whichever arm asked for it.
     return tuple(sorted(raw["outputs"])) or (raw["rule"], raw["target"])
 
 
-def _metrics(raw: dict[str, Any], patterns: set[str]) -> list[str]:
+def _metrics(raw: RawJob, patterns: set[str]) -> list[str]:
     # Snakemake's patterns carry the wildcard constraints ("{C,[^/]+}"); the declared ones do not.
     plain = [CONSTRAINT.sub(r"{\1}", pattern) for pattern in raw["output_patterns"]]
     return [out for out, pattern in zip(raw["outputs"], plain, strict=False) if pattern in patterns]
 
 
-def _conflict(cfg: DagConfig, job: dict[str, Any], raw: dict[str, Any], arm: str) -> str:
+def _conflict(cfg: DagConfig, job: _Merged, raw: RawJob, arm: str) -> str:
+    first = job.raw
     return (
-        f"{cfg.path}: arms '{job['arms'][0]}' and '{arm}' both write {raw['outputs'][0]} but with different "
-        f"rules ({job['rule']} in {job['snakefile']}, {raw['rule']} in {raw['snakefile']}). Give the swapped "
+        f"{cfg.path}: arms '{job.arms[0]}' and '{arm}' both write {raw['outputs'][0]} but with different "
+        f"rules ({first['rule']} in {first['snakefile']}, {raw['rule']} in {raw['snakefile']}). Give the swapped "
         "module a file name of its own (paths carry the module's file name) or declare a different Stage."
     )
 
 
-def _assign_task_ids(raws: list[dict[str, Any]], *, multi_arm: bool) -> list[Job]:
-    for raw in raws:
-        raw["group"] = raw["arms"][0] if multi_arm and len(raw["arms"]) == 1 else ""
-    varying = _varying_wildcards(raws)
-    ids: dict[tuple[str, ...], str] = {}
+def _assign_task_ids(merged: list[_Merged], *, multi_arm: bool) -> list[Job]:
+    groups = [job.group(multi_arm) for job in merged]
+    varying = _varying_wildcards(merged, groups)
+    ids: dict[_Key, str] = {}
     seen: set[str] = set()
-    for raw in raws:
-        names = varying[(raw["group"], raw["rule"])]
+    for job, group in zip(merged, groups, strict=True):
+        raw = job.raw
+        names = varying[(group, raw["rule"])]
         slug = "_".join(f"{name}-{raw['wildcards'][name]}" for name in names)
         local = _clean(f"{raw['rule']}__{slug}" if slug else raw["rule"])
-        task_id = f"{raw['group']}.{local}" if raw["group"] else local
+        task_id = f"{group}.{local}" if group else local
         if task_id in seen or len(task_id) > MAX_TASK_ID:
             digest = hashlib.sha1(f"{raw['target']}|{raw['snakefile']}".encode()).hexdigest()[:8]
             task_id = f"{task_id[: MAX_TASK_ID - 9]}_{digest}"
         seen.add(task_id)
         ids[_identity(raw)] = task_id
-    return [_job(raw, ids) for raw in raws]
+    return [_job(job, group, ids) for job, group in zip(merged, groups, strict=True)]
 
 
-def _varying_wildcards(raws: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+def _varying_wildcards(merged: list[_Merged], groups: list[str]) -> dict[tuple[str, str], list[str]]:
     """Per (group, rule): the wildcards whose values differ between its jobs (the short slug)."""
     values: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for raw in raws:
-        for name, value in raw["wildcards"].items():
-            values[(raw["group"], raw["rule"])][name].add(value)
+    for job, group in zip(merged, groups, strict=True):
+        for name, value in job.raw["wildcards"].items():
+            values[(group, job.raw["rule"])][name].add(value)
     varying: dict[tuple[str, str], list[str]] = defaultdict(list)
     for bucket, by_name in values.items():
         varying[bucket] = [name for name, seen in by_name.items() if len(seen) > 1]
@@ -109,10 +130,11 @@ def _clean(text: str) -> str:
     return re.sub(r"[^\w.-]", "_", text)
 
 
-def _job(raw: dict[str, Any], ids: dict[tuple[str, ...], str]) -> Job:
+def _job(merged: _Merged, group: str, ids: dict[_Key, str]) -> Job:
+    raw = merged.raw
     return Job(
         task_id=ids[_identity(raw)],
-        group=raw["group"],
+        group=group,
         rule=raw["rule"],
         wildcards=raw["wildcards"],
         target=raw["target"],
@@ -123,10 +145,10 @@ def _job(raw: dict[str, Any], ids: dict[tuple[str, ...], str]) -> Job:
         resources=raw["resources"],
         retries=raw["retries"],
         priority=raw["priority"],
-        arms=raw["arms"],
-        arm=raw["arms"][0],
-        upstream=[ids[key] for key in raw["upstream_keys"]],
+        arms=merged.arms,
+        arm=merged.arms[0],
+        upstream=[ids[key] for key in merged.upstream],
         snakefile=raw["snakefile"],
-        metrics=raw["metrics"],
-        final=raw["final"],
+        metrics=merged.metrics,
+        final=merged.final,
     )

@@ -9,7 +9,6 @@ nor Airflow is imported here: the work happens in the child process.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import queue
@@ -19,11 +18,20 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from smaker_airflow._procs import (
+    find_processes,
+    start_in_session,
+    stop_groups,
+    tail_lines,
+)
+from smaker_airflow._procs import (
+    group_alive as group_alive,  # re-exported: tests/test_faults.py imports it from here
+)
 from smaker_airflow.errors import JobFailed
 
 LOG_TAIL_LINES = 50  # lines kept from each `log:` file for the failure message
@@ -32,13 +40,11 @@ OUTPUT_TAIL_LINES = 50  # lines of Snakemake's own output kept for notifiers
 # process that got SIGTERM: on_kill must send its own SIGKILL before that, or a job that ignores
 # SIGTERM outlives the task (its group is a session of its own).
 KILL_GRACE_SECONDS = 3.0
-_REAP_SECONDS = 2.0  # how long to wait for the group to vanish after SIGKILL
 _PIPE_GRACE_SECONDS = 1.0  # after exit, how long a leftover pipe holder may delay us
 _POLL_SECONDS = 0.05
-_TAIL_BYTES = 256 * 1024  # read at most this much of a log file's end
 
 # Each flag is in `python -m snakemake --help` of snakemake 9.27.
-_FIXED_FLAGS: tuple[str, ...] = (
+_JOB_FLAGS: tuple[str, ...] = (
     "--nolock",  # directory locks are not safe across concurrent one-job processes
     "--ignore-incomplete",  # a killed earlier try of *this* job must not block it
     "--no-hooks",  # onstart/onsuccess/onerror belong to whole-workflow runs
@@ -51,10 +57,10 @@ _FIXED_FLAGS: tuple[str, ...] = (
     "--quiet",
     "host",
     "progress",  # drop the host banner, job-stats table and "1 of 1 steps"
-    # Last: a single-valued flag, so extra args never land in a list-valued one.
-    "--max-jobs-per-timespan",
-    "100/0s",  # the default 100/1s rate limiter adds ~1 s to every process
 )
+# Last before the caller's extra args: a single-valued flag, so they never land in a
+# list-valued one. The default 100/1s rate limiter adds ~1 s to every process.
+_RATE_FLAGS = ("--max-jobs-per-timespan", "100/0s")
 
 
 @dataclass(frozen=True)
@@ -81,23 +87,12 @@ class JobInvocation:
 
 def snakemake_argv(inv: JobInvocation) -> list[str]:
     """The command that runs exactly ``inv.target`` and nothing upstream of it."""
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(inv.snakefile.absolute()),
-        "--configfile",
-        str(inv.configfile.absolute()),
-        "--directory",
-        str(inv.workdir.absolute()),
+    job = (
         "--target-jobs",
         inv.target,
         # Without it, missing upstream outputs would be built in this process.
         "--allowed-rules",
         inv.rule,
-        "--cores",
-        str(inv.threads),  # Snakemake caps a job's threads at --cores
         "--attempt",
         str(inv.attempt),
         # A rule's `retries:` beats --retries 0 and would retry inside this process; declaring
@@ -106,13 +101,52 @@ def snakemake_argv(inv: JobInvocation) -> list[str]:
         inv.rule,
         "--preemptible-retries",
         "0",
-        *_FIXED_FLAGS,
-        *inv.extra_args,
+        *_JOB_FLAGS,
+    )
+    # Snakemake caps a job's threads at --cores.
+    return workflow_argv(inv.snakefile, inv.configfile, inv.workdir, cores=inv.threads, flags=job, extra=inv.extra_args)
+
+
+def workflow_argv(
+    snakefile: Path,
+    configfile: Path,
+    workdir: Path,
+    *,
+    cores: int,
+    flags: Sequence[str] = (),
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """``python -m snakemake`` on one Snakefile, JSON config file and run folder: every
+    Snakemake command line of the package is built here (one job: ``snakemake_argv``;
+    a whole arm: ``cli run``).
+
+    Paths are made absolute; ``cores`` is ``--cores``; ``flags`` come before the rate-limit
+    flag and ``extra`` (free-form user arguments) after it.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(snakefile.absolute()),
+        "--configfile",
+        str(configfile.absolute()),
+        "--directory",
+        str(workdir.absolute()),
+        "--cores",
+        str(cores),
+        *flags,
+        *_RATE_FLAGS,
+        *extra,
     ]
 
 
 class JobProcessFailed(JobFailed):
-    """A ``JobFailed`` with the details a notifier needs as attributes."""
+    """A job process that failed, timed out or was killed, with what a notifier shows as attributes.
+
+    A subclass because ``JobFailed`` is also raised by ``cli run`` for a whole workflow,
+    where there is no one rule, target or `log:` file.
+    """
 
     def __init__(
         self,
@@ -155,7 +189,17 @@ class JobProcess:
         return self._proc.pid if self._proc is not None else None
 
     def run(self, timeout: float | None = None) -> None:
-        """Run the job to completion; raise ``JobFailed`` unless it succeeded. Call it once."""
+        """Run the job to completion, passing each output line to ``on_line``. Call it once.
+
+        ``timeout`` is in seconds of wall time (None: no limit); when it passes, the whole
+        process group is stopped (SIGTERM, SIGKILL after the kill grace). Before starting,
+        leftovers of earlier tries of this job are stopped (``stop_leftovers``).
+
+        Raises ``JobProcessFailed`` (a ``JobFailed``) when the job exits non-zero, is killed
+        by a signal, times out or was ``kill()``-ed; ``RuntimeError`` on a second call;
+        ``OSError`` when Python cannot be started. Whatever ``on_line`` raises propagates,
+        after the job was stopped.
+        """
         if self._proc is not None:
             raise RuntimeError(f"JobProcess for {self.inv.target!r} already ran; make a new one")
         if self._stop_reason is not None:
@@ -165,12 +209,9 @@ class JobProcess:
                 f"Stopped Snakemake process group {pgid}: an earlier try of {self.inv.target} in this run "
                 "folder was still running (its task process was killed without stopping it)."
             )
-        proc = subprocess.Popen(
+        proc = start_in_session(
             snakemake_argv(self.inv),
-            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: kill() reaches grandchildren
             env={**os.environ, "PYTHONUNBUFFERED": "1"},  # lines as they happen
         )
         self._proc = proc
@@ -186,23 +227,18 @@ class JobProcess:
             raise self._failure(proc.returncode)
 
     def kill(self) -> None:
-        """SIGTERM the whole process group, SIGKILL it after a grace period.
+        """SIGTERM the whole process group, SIGKILL it after the kill grace (seconds).
 
-        Uses only non-blocking calls, so it is safe in a signal handler that
-        interrupted ``run()`` in the same thread.
+        Returns once the group is gone, or ``_procs.REAP_SECONDS`` after the SIGKILL:
+        with the default grace, inside the 5 s Airflow gives ``on_kill``. Uses only
+        non-blocking calls, so it is safe in a signal handler that interrupted
+        ``run()`` in the same thread. Before ``run()``, it makes ``run()`` fail at once.
         """
         if self._stop_reason is None:
             self._stop_reason = "was killed"
         proc = self._proc
-        if proc is None:
-            return
-        pgid = proc.pid  # a session leader's pid is its group id
-        if _gone(proc, pgid):
-            return
-        _signal_group(pgid, signal.SIGTERM)
-        if not _wait_gone(proc, pgid, self._kill_grace):
-            _signal_group(pgid, signal.SIGKILL)
-            _wait_gone(proc, pgid, _REAP_SECONDS)
+        if proc is not None:
+            stop_groups([proc.pid], self._kill_grace, leaders=[proc])  # a session leader's pid is its group id
 
     def _relay(self, proc: subprocess.Popen[bytes], deadline: float | None, timeout: float | None) -> None:
         """Pass output lines to on_line until the process exited and its output ended."""
@@ -285,21 +321,9 @@ def stop_leftovers(inv: JobInvocation, grace: float = KILL_GRACE_SECONDS) -> lis
     next try it would write the same outputs. It is found by its command line (same run
     folder, same target). Only this machine is searched.
     """
-    try:
-        import psutil
-    except ImportError:  # psutil ships with Airflow; without it, nothing to find
-        return []
-    groups = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        if proc.info["status"] != psutil.STATUS_ZOMBIE and _is_try_of(proc.info["cmdline"] or [], inv):
-            groups.append(proc.pid)  # a session leader: its pid is its group id
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, _REAP_SECONDS)):
-        for pgid in groups:
-            if group_alive(pgid):
-                _signal_group(pgid, sig)
-        deadline = time.monotonic() + wait
-        while any(group_alive(g) for g in groups) and time.monotonic() < deadline:
-            time.sleep(_POLL_SECONDS)
+    groups = find_processes(lambda cmdline: _is_try_of(cmdline, inv))  # session leaders: pid = group id
+    if groups:
+        stop_groups(groups, grace)
     return groups
 
 
@@ -319,7 +343,7 @@ def read_log_tails(workdir: Path, log_files: Iterable[str], lines: int = LOG_TAI
         if not path.is_file():
             continue
         try:
-            tail = _tail(path, lines)
+            tail = tail_lines(path, lines)
         except OSError as err:  # an unreadable log must not hide the failure itself
             parts.append(f"--- {name}: cannot read ({err.strerror}) ---")
             continue
@@ -349,15 +373,6 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-def _tail(path: Path, lines: int) -> list[str]:
-    """Last lines of a file, reading only its end (logs can be large)."""
-    with path.open("rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, size - _TAIL_BYTES))
-        data = handle.read()
-    return data.decode("utf-8", errors="replace").splitlines()[-lines:]
-
-
 def _pump(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
     """Reader thread: move decoded lines to the queue, then an end marker.
 
@@ -370,50 +385,3 @@ def _pump(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
     finally:
         lines.put(None)
         stream.close()
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # already gone
-        os.killpg(pgid, sig)
-
-
-def _wait_gone(proc: subprocess.Popen[bytes], pgid: int, seconds: float) -> bool:
-    """Poll (never block: see kill()) until no live process is left in the group."""
-    deadline = time.monotonic() + seconds
-    while not _gone(proc, pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_SECONDS)
-    return True
-
-
-def _gone(proc: subprocess.Popen[bytes], pgid: int) -> bool:
-    proc.poll()  # reap the leader if we can; a zombie leader counts as gone anyway
-    return not group_alive(pgid)
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any live (non-zombie) process is left in the process group."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _has_live_member(pgid)
-
-
-def _has_live_member(pgid: int) -> bool:
-    # Orphaned grandchildren may stay zombies where PID 1 does not reap (containers):
-    # they count as gone. psutil ships with Airflow; without it, trust killpg.
-    try:
-        import psutil
-    except ImportError:
-        return True
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return False

@@ -16,20 +16,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from smaker_airflow.errors import WorkflowError
 from smaker_airflow.plan import _snakemake_worker as worker
 from smaker_airflow.plan.job_graph import JobGraph, build_job_graph
+from smaker_airflow.plan.model import RawJob
 
 SAMPLES = Path(__file__).parent / "samples"
 GRID = SAMPLES / "grid" / "Snakefile"
 GRID_CONFIG = {"sources": ["web", "app"], "C": [0.1, 1]}
-JOB_KEYS = {
-    "rule", "wildcards", "target", "inputs", "outputs", "log", "output_patterns",
-    "threads", "resources", "retries", "priority", "deps", "snakefile", "lineno",
-    "final", "params_final",
-}  # fmt: skip
+# What the worker must return: the keys of the contract the planner is type-checked against.
+JOB_KEYS = set(RawJob.__required_keys__)
 
 
 @pytest.fixture(scope="module")
@@ -323,11 +322,25 @@ def test_a_thread_left_running_by_the_snakefile_does_not_block() -> None:
     assert time.monotonic() - started < 100
 
 
-def test_timeout_stops_the_worker() -> None:
+def test_timeout_stops_the_worker_and_what_the_snakefile_started(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
     started = time.monotonic()
-    with pytest.raises(WorkflowError, match=r"slow\.smk took more than 3 s"):
-        build_job_graph(SAMPLES / "slow.smk", {}, timeout=3)
-    assert time.monotonic() - started < 20
+    # 8 s: time to import Snakemake and start the child on a loaded machine.
+    with pytest.raises(WorkflowError, match=r"slow\.smk took more than 8 s"):
+        build_job_graph(SAMPLES / "slow.smk", {"pidfile": str(pidfile)}, timeout=8)
+    assert time.monotonic() - started < 25
+    child = int(pidfile.read_text())  # it was running when the timeout came
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 5
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone()
 
 
 # --------------------------------------------------------------------------- units
