@@ -38,13 +38,14 @@ from typing import Any
 import psutil
 import pytest
 
+from smaker_airflow._procs import group_alive
 from smaker_airflow.config import load_config
 from smaker_airflow.dag.loader import dag_file_text
 from smaker_airflow.deploy.local import LocalAirflow
 from smaker_airflow.deploy.rest import AirflowClient
 from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.run import state as runs
-from smaker_airflow.run.job_process import JobInvocation, JobProcess, group_alive, snakemake_argv, stop_leftovers
+from smaker_airflow.run.job_process import JobInvocation, JobProcess, snakemake_argv, stop_leftovers
 from tests.conftest import load_dag
 
 SAMPLE_SNAKEFILE = Path(__file__).parent / "samples" / "execution" / "Snakefile"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from smaker_airflow.operators.base import SmakerOperator
-from smaker_airflow.plan.arms import workflow_for
+from smaker_airflow.plan.arms import write_arm_config
 from smaker_airflow.run import choices as form
 from smaker_airflow.run import state as runs
 
@@ -44,9 +43,7 @@ class PrepareRunOperator(SmakerOperator):
             plan = runs.plan_for_run(deployed, overridden, targets)
         configs = {}
         for arm in cfg.arms:
-            snakefile, config = workflow_for(cfg, arm, overrides, run_date=date)
-            configfile = folder / runs.STATE_DIR / f"config-{arm}.json"
-            configfile.write_text(json.dumps(config, indent=2, sort_keys=True))
+            snakefile, configfile = write_arm_config(cfg, arm, folder / runs.STATE_DIR, overrides, run_date=date)
             configs[arm] = {"snakefile": str(snakefile), "configfile": str(configfile)}
         runs.write_run_plan(folder, plan)
         state = runs.RunState(dag_run.run_id, date, arms, overrides, configs)

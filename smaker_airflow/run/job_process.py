@@ -29,9 +29,6 @@ from smaker_airflow._procs import (
     stop_groups,
     tail_lines,
 )
-from smaker_airflow._procs import (
-    group_alive as group_alive,  # re-exported: tests/test_faults.py imports it from here
-)
 from smaker_airflow.errors import JobFailed
 
 LOG_TAIL_LINES = 50  # lines kept from each `log:` file for the failure message
