@@ -34,11 +34,14 @@ class JobGraph:
 
     Each job is a dict with the keys ``rule, wildcards, target, inputs, outputs, log,
     output_patterns, threads, resources, retries, priority, deps, snakefile, lineno,
-    final, params_final``; ``deps`` holds indexes into ``jobs``.
+    final, params_final, temp_outputs, pipe_outputs, job_group, group_jobs``; ``deps``
+    and ``group_jobs`` (the members of its Snakemake group job) hold indexes into ``jobs``.
+    ``handlers`` names the workflow's onstart/onsuccess/onerror handlers.
     """
 
     jobs: list[dict[str, Any]]
     registry: dict[str, Any] = field(default_factory=dict)
+    handlers: list[str] = field(default_factory=list)
 
 
 def build_job_graph(
@@ -74,7 +77,7 @@ def build_job_graph(
         payload = _run_worker(folder, run_dir, snakefile, timeout)
     if not payload.get("ok"):
         raise WorkflowError(error_paragraph(payload["error"], snakefile))
-    return JobGraph(jobs=payload["jobs"], registry=payload.get("registry") or {})
+    return JobGraph(jobs=payload["jobs"], registry=payload.get("registry") or {}, handlers=payload.get("handlers", []))
 
 
 def _config_json(config: Mapping[str, Any], snakefile: Path) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from smaker_airflow.config import DagConfig
 from smaker_airflow.errors import WorkflowError
+from smaker_airflow.plan import groups, temp
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.job_graph import build_job_graph
 from smaker_airflow.plan.model import Job, Plan
@@ -25,6 +26,7 @@ CONSTRAINT = re.compile(r"\{(\w+),[^}]*\}")
 def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) -> Plan:
     arm_configs = {}
     merged: dict[tuple[str, ...], dict[str, Any]] = {}
+    forming, handlers = groups.GroupForming(), {}
     for arm in cfg.arms:
         snakefile, config = workflow_for(cfg, arm, overrides)
         arm_configs[arm] = {"snakefile": str(snakefile), "config": config}
@@ -51,8 +53,20 @@ def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) ->
             job["arms"].append(arm)
             job["final"] = job["final"] or raw["final"]
             job["upstream_keys"].extend(keys[d] for d in raw["deps"] if keys[d] not in job["upstream_keys"])
-    jobs = _assign_task_ids(list(merged.values()), multi_arm=len(cfg.arms) > 1)
-    return Plan(dag_id=cfg.dag_id, arms=list(cfg.arms), jobs=jobs, arm_configs=arm_configs)
+        forming.add(graph.jobs, keys)
+        handlers[arm] = graph.handlers
+    raws = list(merged.values())
+    jobs = _assign_task_ids(raws, multi_arm=len(cfg.arms) > 1)
+    ids: dict[Any, str] = {_identity(raw): job.task_id for raw, job in zip(raws, jobs, strict=True)}
+    grouped = [(name, [ids[key] for key in keys]) for name, keys in forming.components()]
+    jobs = temp.with_temp_readers(groups.assign(jobs, grouped, str(cfg.path)))
+    return Plan(
+        dag_id=cfg.dag_id,
+        arms=list(cfg.arms),
+        jobs=jobs,
+        arm_configs=arm_configs,
+        handlers={arm: names for arm, names in handlers.items() if names},
+    )
 
 
 def _identity(raw: dict[str, Any]) -> tuple[str, ...]:
@@ -129,4 +143,7 @@ def _job(raw: dict[str, Any], ids: dict[tuple[str, ...], str]) -> Job:
         snakefile=raw["snakefile"],
         metrics=raw["metrics"],
         final=raw["final"],
+        temp_outputs=raw.get("temp_outputs", []),
+        pipe_outputs=raw.get("pipe_outputs", []),
+        job_group=raw.get("job_group", ""),
     )
