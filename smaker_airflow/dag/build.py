@@ -16,8 +16,11 @@ from smaker_airflow.config import DagConfig
 from smaker_airflow.dag import docs, production, resources
 from smaker_airflow.notifications import alerting
 from smaker_airflow.operators.compare import add_compare_task
+from smaker_airflow.operators.group import SnakemakeGroupOperator
+from smaker_airflow.operators.handler import add_end_handlers, add_onstart
 from smaker_airflow.operators.job import SnakemakeJobOperator
 from smaker_airflow.operators.prepare import PrepareRunOperator
+from smaker_airflow.plan.groups import group_tasks
 from smaker_airflow.plan.model import Job, Plan
 from smaker_airflow.run.choices import form_fields
 
@@ -36,21 +39,37 @@ def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
             arm: TaskGroup(arm, tooltip=cfg.arms[arm].description or f"arm {arm}")
             for arm in dict.fromkeys(job.group for job in plan.jobs if job.group)
         }
+        start = add_onstart(cfg, plan, prepare)
         tasks: dict[str, BaseOperator] = {}
-        for job in plan.jobs:
-            tasks[job.task_id] = SnakemakeJobOperator(
-                task_id=job.local_id,
-                task_group=groups.get(job.group),
-                job=job,
-                runs_root=str(cfg.runs_root),
-                dag_folder_id=cfg.dag_id,
-                doc_md=docs.job_doc(job),
-                **task_arguments(cfg, job),
-            )
-        for job in plan.jobs:
-            upstream = [tasks[t] for t in job.upstream] or [prepare]
+        units = group_tasks(plan.jobs)  # one task per job; a group job's jobs share one
+        for unit in units:
+            job = unit.job
+            if len(unit.jobs) > 1:
+                operator: BaseOperator = SnakemakeGroupOperator(
+                    task_id=job.local_id,
+                    task_group=groups.get(job.group),
+                    group=unit,
+                    runs_root=str(cfg.runs_root),
+                    dag_folder_id=cfg.dag_id,
+                    doc_md=docs.group_doc(job, unit.jobs),
+                    **task_arguments(cfg, job),
+                )
+            else:
+                operator = SnakemakeJobOperator(
+                    task_id=job.local_id,
+                    task_group=groups.get(job.group),
+                    job=job,
+                    runs_root=str(cfg.runs_root),
+                    dag_folder_id=cfg.dag_id,
+                    doc_md=docs.job_doc(job),
+                    **task_arguments(cfg, job),
+                )
+            tasks.update(dict.fromkeys([unit.task_id, *(member.task_id for member in unit.jobs)], operator))
+        for unit in units:
+            upstream = [tasks[t] for t in unit.job.upstream] or [start]
             for task in upstream:
-                task >> tasks[job.task_id]
+                task >> tasks[unit.task_id]
+        add_end_handlers(cfg, plan, start, [tasks[unit.task_id] for unit in units])
         production.attach(dag, cfg, plan, tasks)
         add_compare_task(cfg, plan, tasks)
     dag.params = params

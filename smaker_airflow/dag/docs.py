@@ -59,3 +59,16 @@ def job_doc(job: Job) -> str:
             files(job.log),
         ]
     )
+
+
+def group_doc(task: Job, jobs: list[Job]) -> str:
+    """A group job's task: the jobs it runs together in one Snakemake process."""
+    listed = "\n".join(f"- `{job.target}` (rule `{job.rule}`, task id `{job.task_id}`)" for job in jobs)
+    return "\n".join(
+        [
+            f"### Snakemake group job `{jobs[0].job_group}`: {len(jobs)} jobs in one Snakemake process",
+            listed,
+            "",
+            job_doc(task).split("\n", 2)[2],  # threads, inputs, outputs, logs of the whole group
+        ]
+    )

@@ -10,6 +10,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from smaker_airflow.plan.model import Job
 from smaker_airflow.run import state as runs
+from smaker_airflow.run import temp
 from smaker_airflow.run.job_process import JobInvocation, JobProcess
 
 
@@ -54,6 +55,7 @@ class SnakemakeJobOperator(BaseOperator):
         finally:
             # Also on a timeout or any exception raised into execute(): no orphan Snakemake.
             self._process.kill()
+        temp.release(folder, [self.job], state.arms, self.log.info)  # temp() files no reader still needs
         return {"run_folder": str(folder), "outputs": self.job.outputs}
 
     def on_kill(self) -> None:

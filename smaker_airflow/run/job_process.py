@@ -70,6 +70,12 @@ class JobInvocation:
     attempt: int = 1  # Airflow try number -> Snakemake --attempt
     log_files: tuple[str, ...] = ()  # the job's `log:` files, relative to workdir
     extra_args: tuple[str, ...] = ()
+    group_targets: tuple[str, ...] = ()  # the other jobs of its group job, run in the same process
+
+    @property
+    def rules(self) -> list[str]:
+        """The rules of every target, for --allowed-rules."""
+        return list(dict.fromkeys([self.rule, *(t.split(":", 1)[0] for t in self.group_targets)]))
 
     def __post_init__(self) -> None:
         # Programming errors of the caller (the plan guarantees these), not user errors.
@@ -93,9 +99,10 @@ def snakemake_argv(inv: JobInvocation) -> list[str]:
         str(inv.workdir.absolute()),
         "--target-jobs",
         inv.target,
+        *inv.group_targets,
         # Without it, missing upstream outputs would be built in this process.
         "--allowed-rules",
-        inv.rule,
+        *inv.rules,
         "--cores",
         str(inv.threads),  # Snakemake caps a job's threads at --cores
         "--attempt",
@@ -103,7 +110,7 @@ def snakemake_argv(inv: JobInvocation) -> list[str]:
         # A rule's `retries:` beats --retries 0 and would retry inside this process; declaring
         # the rule preemptible with 0 retries is Snakemake's one switch that overrides it.
         "--preemptible-rules",
-        inv.rule,
+        *inv.rules,
         "--preemptible-retries",
         "0",
         *_FIXED_FLAGS,
