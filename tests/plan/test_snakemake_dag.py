@@ -28,7 +28,7 @@ GRID_CONFIG = {"sources": ["web", "app"], "C": [0.1, 1]}
 JOB_KEYS = {
     "rule", "wildcards", "target", "inputs", "outputs", "log", "output_patterns",
     "threads", "resources", "retries", "priority", "deps", "snakefile", "lineno",
-    "final", "params_final",
+    "final", "params_final", "temp_outputs", "pipe_outputs", "job_group", "group_jobs",
 }  # fmt: skip
 
 
