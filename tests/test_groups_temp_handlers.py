@@ -10,6 +10,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +295,20 @@ def test_a_pipe_whose_reader_is_not_a_task_is_a_validate_error(project: Path) ->
     message = str(error.value)
     assert "Snakefile" in message and "rule stream" in message and "stream.fq" in message
     assert "runs no command" in message and "drop pipe()" in message
+
+
+def test_a_temp_file_waits_only_for_readers_of_the_selected_arms(project: Path) -> None:
+    from smaker_airflow.run.temp import release
+
+    with_case(project, SAMPLES / "04-temp-shared-input")
+    plan = build_plan(load_config(project / "configs" / "tempshared.yaml"))
+    folder = project / "runs" / "one"
+    (folder / "tmp").mkdir(parents=True)
+    (folder / "tmp" / "big.txt").write_text("a\n")
+    readers = {"tmp/big.txt": {"count_lines": ["base"], "to_upper": ["other"]}}
+    count_lines = replace(plan.job("count_lines"), temp_readers=readers)
+    assert release(folder, [plan.job("decompress")], ["base"], log=lambda _: None) == []  # nobody read it yet
+    assert (folder / "tmp" / "big.txt").exists()
+    # to_upper's arm is not selected: it will be skipped, so count_lines is the last reader.
+    assert release(folder, [count_lines], ["base"], log=lambda _: None) == ["tmp/big.txt"]
+    assert not (folder / "tmp" / "big.txt").exists()
