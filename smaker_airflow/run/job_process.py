@@ -336,6 +336,9 @@ def read_log_tails(workdir: Path, log_files: Iterable[str], lines: int = LOG_TAI
 
 def _failure_message(inv: JobInvocation, stop_reason: str | None, exit_code: int | None) -> str:
     what = f"Snakemake job {inv.target!r} (rule {inv.rule!r}, attempt {inv.attempt})"
+    if inv.group_targets:
+        targets = ", ".join(map(repr, (inv.target, *inv.group_targets)))
+        what = f"Snakemake group job {targets} (rules {', '.join(inv.rules)}, attempt {inv.attempt})"
     if stop_reason is not None:
         how = f"{stop_reason}; its whole process group was stopped"
     elif exit_code is not None and exit_code < 0:
