@@ -298,6 +298,7 @@ def test_a_pipe_whose_reader_is_not_a_task_is_a_validate_error(project: Path) ->
 
 
 def test_a_temp_file_waits_only_for_readers_of_the_selected_arms(project: Path) -> None:
+    from smaker_airflow.run.state import RunState
     from smaker_airflow.run.temp import release
 
     with_case(project, SAMPLES / "04-temp-shared-input")
@@ -305,10 +306,11 @@ def test_a_temp_file_waits_only_for_readers_of_the_selected_arms(project: Path) 
     folder = project / "runs" / "one"
     (folder / "tmp").mkdir(parents=True)
     (folder / "tmp" / "big.txt").write_text("a\n")
+    state = RunState("one", "2026-11-30", ["base"], {}, {})
     readers = {"tmp/big.txt": {"count_lines": ["base"], "to_upper": ["other"]}}
     count_lines = replace(plan.job("count_lines"), temp_readers=readers)
-    assert release(folder, [plan.job("decompress")], ["base"], log=lambda _: None) == []  # nobody read it yet
+    assert release(folder, [plan.job("decompress")], state, log=lambda _: None) == []  # nobody read it yet
     assert (folder / "tmp" / "big.txt").exists()
     # to_upper's arm is not selected: it will be skipped, so count_lines is the last reader.
-    assert release(folder, [count_lines], ["base"], log=lambda _: None) == ["tmp/big.txt"]
+    assert release(folder, [count_lines], state, log=lambda _: None) == ["tmp/big.txt"]
     assert not (folder / "tmp" / "big.txt").exists()

@@ -62,5 +62,5 @@ class SnakemakeGroupOperator(SnakemakeJobOperator):
             self._process.run()
         finally:
             self._process.kill()
-        temp.release(folder, self.members, state.arms, self.log.info)
+        temp.release(folder, self.members, state, self.log.info)
         return {"run_folder": str(folder), "outputs": self.job.outputs}

@@ -55,7 +55,7 @@ class SnakemakeJobOperator(BaseOperator):
         finally:
             # Also on a timeout or any exception raised into execute(): no orphan Snakemake.
             self._process.kill()
-        temp.release(folder, [self.job], state.arms, self.log.info)  # temp() files no reader still needs
+        temp.release(folder, [self.job], state, self.log.info)  # temp() files no reader still needs
         return {"run_folder": str(folder), "outputs": self.job.outputs}
 
     def on_kill(self) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from smaker_airflow.plan.model import Job
-from smaker_airflow.run.state import STATE_DIR
+from smaker_airflow.run.state import STATE_DIR, RunState
 
 DONE_DIR = "done"
 
@@ -27,18 +27,22 @@ def done_marker(folder: Path, task_id: str) -> Path:
     return folder / STATE_DIR / DONE_DIR / task_id
 
 
-def release(folder: Path, jobs: Iterable[Job], arms: Iterable[str], log: Callable[[str], None] = print) -> list[str]:
+def release(folder: Path, jobs: Iterable[Job], state: RunState, log: Callable[[str], None] = print) -> list[str]:
     """Mark ``jobs`` done; delete the temp files no selected reader still needs. Returns the deleted paths.
 
-    ``folder`` is the run folder (temp paths are relative to it), ``arms`` the arms
-    selected for this run: readers of other arms are skipped and never read the file.
+    ``folder`` is the run folder (temp paths are relative to it), ``state`` its run state:
+    readers of arms not selected are skipped and never read the file. When trigger-form
+    overrides moved wildcard values, the planned paths are not this run's: nothing is deleted.
     """
     jobs = list(jobs)
-    selected = set(arms)
+    selected = set(state.arms)
     for job in jobs:
         marker = done_marker(folder, job.task_id)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
+    if state.targets and any(job.temp_readers for job in jobs):
+        log("Kept this job's temp() files: the run's overrides moved wildcard values, so their paths are unknown.")
+        return []
     deleted = []
     for job in jobs:
         for path, readers in job.temp_readers.items():
