@@ -314,3 +314,55 @@ def test_a_temp_file_waits_only_for_readers_of_the_selected_arms(project: Path) 
     # to_upper's arm is not selected: it will be skipped, so count_lines is the last reader.
     assert release(folder, [count_lines], state, log=lambda _: None) == ["tmp/big.txt"]
     assert not (folder / "tmp" / "big.txt").exists()
+
+
+TEMP_LEAVING_A_GROUP = """
+rule all:
+    input:
+        "inside.txt",
+        "outside.txt",
+
+
+rule unpack_reads:
+    output:
+        temp("reads.txt"),
+    group:
+        "unpack"
+    shell:
+        "printf 'r1\\\\nr2\\\\n' > {output}"
+
+
+rule first_read:
+    input:
+        "reads.txt",
+    output:
+        "inside.txt",
+    group:
+        "unpack"
+    shell:
+        "head -n 1 {input} > {output}"
+
+
+rule count_reads:
+    input:
+        "reads.txt",
+    output:
+        "outside.txt",
+    shell:
+        "wc -l < {input} > {output}"
+"""
+
+
+@pytest.mark.slow
+def test_a_temp_file_read_inside_and_outside_its_group_outlives_the_group(
+    airflow_db: Path, project: Path, tmp_path: Path
+) -> None:
+    case = tmp_path / "case"
+    (case / "workflow").mkdir(parents=True)
+    (case / "workflow" / "Snakefile").write_text(TEMP_LEAVING_A_GROUP)
+    expected = native_run(case, tmp_path)
+    shutil.copytree(case / "workflow", project / "workflow")
+    config = "dag_id: temp_group\nworkflow: {snakefile: workflow/Snakefile}\nparams: {}\n"
+    run, folder = airflow_run(project, "temp_group", config)
+    assert states(run) == {"prepare": "success", "group_unpack": "success", "count_reads": "success"}
+    assert hashes(folder) == expected  # reads.txt: read by count_reads after the group, then deleted
