@@ -366,3 +366,12 @@ def test_a_temp_file_read_inside_and_outside_its_group_outlives_the_group(
     run, folder = airflow_run(project, "temp_group", config)
     assert states(run) == {"prepare": "success", "group_unpack": "success", "count_reads": "success"}
     assert hashes(folder) == expected  # reads.txt: read by count_reads after the group, then deleted
+
+
+def test_the_handler_worker_names_the_snakemake_version_when_its_internals_move() -> None:
+    import snakemake
+
+    from smaker_airflow.run._handler_worker import InternalsChanged, check_internals
+
+    with pytest.raises(InternalsChanged, match=rf"Snakemake {snakemake.__version__}: Workflow has no _onstart"):
+        check_internals("Workflow", object(), ("_onstart",))
