@@ -13,11 +13,13 @@ from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 from airflow.sdk.definitions.param import ParamsDict
 
 from smaker_airflow.config import DagConfig
-from smaker_airflow.dag import alerts, docs, production, resources
+from smaker_airflow.dag import alerts, docs, handlers, production, resources
 from smaker_airflow.operators.base import config_arguments
+from smaker_airflow.operators.group import SnakemakeGroupOperator
 from smaker_airflow.operators.job import SnakemakeJobOperator
 from smaker_airflow.operators.prepare import PrepareRunOperator
 from smaker_airflow.plan.checks import check_plan
+from smaker_airflow.plan.groups import group_tasks
 from smaker_airflow.plan.model import Job, Plan
 from smaker_airflow.run.choices import form_fields
 
@@ -38,20 +40,35 @@ def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
             arm: TaskGroup(arm, tooltip=cfg.arms[arm].description or f"arm {arm}")
             for arm in dict.fromkeys(job.group for job in plan.jobs if job.group)
         }
+        start = handlers.add_onstart(cfg, plan, prepare)
         tasks: dict[str, BaseOperator] = {}
-        for job in plan.jobs:
-            tasks[job.task_id] = SnakemakeJobOperator(
-                task_id=job.local_id,
-                task_group=groups.get(job.group),
-                job=job,
-                doc_md=docs.job_doc(job),
-                **config_arguments(cfg),
-                **task_arguments(cfg, job),
-            )
-        for job in plan.jobs:
-            upstream = [tasks[t] for t in job.upstream] or [prepare]
+        units = group_tasks(plan.jobs)  # one task per job; a group job's jobs share one
+        for unit in units:
+            job = unit.job
+            if len(unit.jobs) > 1:
+                operator: BaseOperator = SnakemakeGroupOperator(
+                    task_id=job.local_id,
+                    task_group=groups.get(job.group),
+                    group=unit,
+                    doc_md=docs.group_doc(job, unit.jobs),
+                    **config_arguments(cfg),
+                    **task_arguments(cfg, job),
+                )
+            else:
+                operator = SnakemakeJobOperator(
+                    task_id=job.local_id,
+                    task_group=groups.get(job.group),
+                    job=job,
+                    doc_md=docs.job_doc(job),
+                    **config_arguments(cfg),
+                    **task_arguments(cfg, job),
+                )
+            tasks.update(dict.fromkeys([unit.task_id, *(member.task_id for member in unit.jobs)], operator))
+        for unit in units:
+            upstream = [tasks[t] for t in unit.job.upstream] or [start]
             for task in upstream:
-                task >> tasks[job.task_id]
+                task >> tasks[unit.task_id]
+        handlers.add_end_handlers(cfg, plan, start, [tasks[unit.task_id] for unit in units])
         production.attach(dag, cfg, plan, tasks)
         production.add_compare_task(cfg, plan, tasks)
     dag.params = params

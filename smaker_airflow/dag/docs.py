@@ -59,3 +59,33 @@ def job_doc(job: Job) -> str:
             files(job.log),
         ]
     )
+
+
+def group_doc(task: Job, jobs: list[Job]) -> str:
+    """A group job's task: the jobs it runs together in one Snakemake process, and its files."""
+
+    def files(paths: list[str]) -> str:
+        return "\n".join(f"- `{p}`" for p in dict.fromkeys(paths)) or "- (none)"
+
+    made = {path for job in jobs for path in job.outputs}
+    return "\n".join(
+        [
+            f"### Snakemake group job `{jobs[0].job_group}`: {len(jobs)} jobs in one Snakemake process",
+            *(
+                f"- `{job.target}` (rule `{job.rule}` in `{job.snakefile}`, {job.threads} threads, "
+                f"plan id `{job.task_id}`)"
+                for job in jobs
+            ),
+            f"- arms: {', '.join(task.arms)}",
+            f"- threads: {task.threads}; resources: `{json.dumps(task.resources)}`; retries: {task.retries}",
+            "",
+            "**Inputs** (from outside the group)",
+            files([path for path in task.inputs if path not in made]),
+            "",
+            "**Outputs** (relative to the run folder)",
+            files(task.outputs),
+            "",
+            "**Log**",
+            files(task.log),
+        ]
+    )

@@ -9,6 +9,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from smaker_airflow.operators.base import SmakerOperator
 from smaker_airflow.plan.model import Job
+from smaker_airflow.run import temp
 from smaker_airflow.run.job_process import JobInvocation, JobProcess
 
 
@@ -55,6 +56,7 @@ class SnakemakeJobOperator(SmakerOperator):
         finally:
             # Also on a timeout or any exception raised into execute(): no orphan Snakemake.
             self._process.kill()
+        temp.release(folder, [job], state, self.log.info)  # temp() files no reader still needs
         return {"run_folder": str(folder), "outputs": job.outputs}
 
     def on_kill(self) -> None:

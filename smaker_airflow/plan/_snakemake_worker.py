@@ -12,7 +12,9 @@ contract test: ``WorkflowApi._workflow``, ``Workflow._prepare_dag()``,
 ``DAG.dependencies``, ``DAG.targetjobs``, ``Job.rule``,
 ``Job.wildcards_dict``, ``Job.resources``, ``Job.is_norun``, ``Rule.restart_times``,
 ``Rule.expand_priority()``, ``Rule.expand_resources()``, ``Rule.lineno`` (the lists
-``_*_INTERNALS`` below, checked on every run).
+``_*_INTERNALS`` below, checked on every run). Group jobs and handlers read
+``DAG.handle_pipes_and_services()``, ``DAG.update_groups()``, ``DAG.get_job_group()``,
+``DAG.depending``, ``Rule._group``, ``Rule.apply_input_function()`` and ``Workflow._onstart/_onsuccess/_onerror``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ _WORKFLOW_INTERNALS = (
     "_prepare_dag", "_build_dag", "linemaps", "async_run", "default_target", "get_rule",
 )  # fmt: skip
 _DAG_INTERNALS = ("jobs", "toposorted", "dependencies", "targetjobs")
+# Read to form group jobs (plan/groups.py) and find the workflow's handlers.
+_GROUP_INTERNALS = ("handle_pipes_and_services", "update_groups", "get_job_group", "depending")
+_GROUP_RULE_INTERNALS = ("_group", "apply_input_function")
+_HANDLER_INTERNALS = ("_onstart", "_onsuccess", "_onerror")
 _JOB_INTERNALS = (
     "rule", "wildcards_dict", "is_norun", "resources", "input", "output", "log", "params",
 )  # fmt: skip
@@ -183,7 +189,8 @@ def extract(request: Mapping[str, Any]) -> dict[str, Any]:
         registry = session.run("registry", _registry_snapshot)
         dag = session.run("dag", lambda: _build_dag(session.workflow))
         jobs = session.run("describe", lambda: describe_jobs(session.workflow, dag))
-    return {"jobs": jobs, "registry": registry}
+        handlers = session.run("describe", lambda: workflow_handlers(session.workflow))
+    return {"jobs": jobs, "registry": registry, "handlers": handlers}
 
 
 def _import_snakemake() -> tuple[Any, Any]:
@@ -263,7 +270,9 @@ def _build_dag(workflow: Any) -> Any:
     for job in list(dag.jobs)[:1]:
         check_internals("Job", type(job), _JOB_INTERNALS)
         check_internals("Rule", job.rule, _RULE_INTERNALS)
+        check_internals("Rule", job.rule, _GROUP_RULE_INTERNALS)
     reject_checkpoints(workflow, dag)
+    form_groups(workflow, dag)
     return dag
 
 
@@ -359,7 +368,10 @@ def describe_jobs(workflow: Any, dag: Any) -> list[RawJob]:
     index = {job: position for position, job in enumerate(ordered)}
     upstream = _Upstream(dag.dependencies, index)
     final = _final_jobs(dag.targetjobs, index, upstream)
-    return [_describe_job(job, facts[job.rule], wildcards(job), upstream, index, job in final) for job in ordered]
+    return [
+        _describe_job(job, facts[job.rule], wildcards(job), upstream, index, job in final, _group_of(dag, job, index))
+        for job in ordered
+    ]
 
 
 class _Upstream:
@@ -401,6 +413,7 @@ def _describe_job(
     upstream: _Upstream,
     index: Mapping[Any, int],
     final: bool,
+    group: tuple[str, list[int]],
 ) -> RawJob:
     outputs = [str(path) for path in job.output]
     if len(outputs) != len(facts.patterns):
@@ -423,7 +436,102 @@ def _describe_job(
         "lineno": facts.lineno,
         "final": final,
         "params_final": _json_safe(job.params.FINAL) if facts.has_final else None,
+        "temp_outputs": _flagged(job.output, "temp"),
+        "pipe_outputs": _flagged(job.output, "pipe", "service"),
+        "job_group": group[0],
+        "group_jobs": group[1],
     }
+
+
+def _flagged(files: Iterable[Any], *flags: str) -> list[str]:
+    from snakemake.io import is_flagged
+
+    return [str(path) for path in files if any(is_flagged(path, flag) for flag in flags)]
+
+
+# --------------------------------------------------------------------------- groups and handlers
+
+
+def form_groups(workflow: Any, dag: Any) -> None:
+    """Group jobs as Snakemake does before running them: `group:` and pipe()/service() links.
+
+    A pipe or service must be read by exactly one job that runs a command: checked here
+    first, with a message naming the file and rule, then Snakemake forms the groups.
+    """
+    check_internals("DAG", dag, _GROUP_INTERNALS)
+    for job in dag.jobs:
+        if job.group is None:  # Snakemake hides `group:` in local runs; each task is a remote run
+            job.group = declared_group(job)
+        for path in _flagged(job.output, "pipe", "service"):
+            readers = [reader for reader, files in dag.depending[job].items() if path in files]
+            _check_pipe(workflow, job, path, readers)
+    dag.handle_pipes_and_services()
+    dag.update_groups()
+
+
+def declared_group(job: Any) -> str | None:
+    """The job's `group:` directive, its wildcards applied (``Rule.expand_group`` of a remote run)."""
+    declared = job.rule._group
+    if callable(declared):
+        value, _ = job.rule.apply_input_function(declared, job.wildcards_dict)
+        return str(value) if value is not None else None
+    if isinstance(declared, str):
+        from snakemake.io import apply_wildcards
+
+        return str(apply_wildcards(declared, job.wildcards_dict))
+    return None
+
+
+def _check_pipe(workflow: Any, job: Any, path: str, readers: list[Any]) -> None:
+    running = [reader for reader in readers if not reader.is_norun]
+    if len(running) == 1 and len(readers) == 1:
+        return
+    if not running:
+        what = (
+            f"is only read by rule {readers[0].rule.name}, which runs no command (not an Airflow task)"
+            if readers
+            else "is read by no job"
+        )
+        hint = (
+            f"Read {path} in a rule with shell: or script: (the pipe's consumer runs in the same task), "
+            f"or make it a plain output of rule {job.rule.name} (drop pipe()/service())."
+        )
+    else:
+        what = f"is read by {len(readers)} jobs ({', '.join(sorted({r.rule.name for r in readers}))})"
+        hint = f"A pipe has exactly one reader: make {path} a plain output, or give each reader its own pipe."
+    raise PlanningFailure(
+        "dag",
+        "PipeWithoutConsumer",
+        f"{path} is marked pipe()/service() in rule {job.rule.name} but {what}",
+        snakefile=_absolute(str(job.rule.snakefile)),
+        rule=job.rule.name,
+        lineno=source_line(workflow.linemaps, str(job.rule.snakefile), job.rule.lineno),
+        hint=hint,
+    )
+
+
+def _group_of(dag: Any, job: Any, index: Mapping[Any, int]) -> tuple[str, list[int]]:
+    """The Snakemake group job holding `job`: (its name, `group:` or "pipe", member indexes); ("", [])."""
+    group = dag.get_job_group(job)
+    if group is None:
+        return "", []
+    members = [member for member in group.jobs if member in index]
+    # The `group:` directive; groups formed by pipes alone have a random id, named "pipe" here.
+    names = sorted({str(name) for m in members if (name := declared_group(m))})
+    return names[0] if names else "pipe", sorted(index[m] for m in members)
+
+
+def workflow_handlers(workflow: Any) -> list[str]:
+    """The handlers (onstart, onsuccess, onerror) the main Snakefile defines."""
+    check_internals("Workflow", workflow, _HANDLER_INTERNALS)
+    default_file = sys.modules[type(workflow).__module__].__file__
+    found = []
+    for name in ("onstart", "onsuccess", "onerror"):
+        code = getattr(getattr(workflow, f"_{name}"), "__code__", None)
+        # Snakemake's own no-op default is a lambda in its workflow module.
+        if code is not None and os.path.abspath(code.co_filename) != os.path.abspath(str(default_file)):
+            found.append(name)
+    return found
 
 
 def target_spec(rule: str, wildcards: Mapping[str, str]) -> str:

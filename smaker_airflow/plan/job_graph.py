@@ -34,10 +34,12 @@ class JobGraph:
     """The jobs of one workflow, upstream first, and the Snakefile registry snapshot.
 
     Each job is a ``RawJob`` (plan/model.py); its ``deps`` hold indexes into ``jobs``.
+    ``handlers`` names the workflow's onstart/onsuccess/onerror handlers.
     """
 
     jobs: list[RawJob]
     registry: dict[str, Any] = field(default_factory=dict)
+    handlers: list[str] = field(default_factory=list)
 
 
 def build_job_graph(
@@ -75,7 +77,7 @@ def build_job_graph(
         payload = _run_worker(folder, run_dir, snakefile, timeout)
     if not payload.get("ok"):
         raise WorkflowError(error_paragraph(payload["error"], snakefile))
-    return JobGraph(jobs=payload["jobs"], registry=payload.get("registry") or {})
+    return JobGraph(jobs=payload["jobs"], registry=payload.get("registry") or {}, handlers=payload.get("handlers", []))
 
 
 def _config_json(config: Mapping[str, Any], snakefile: Path) -> str:

@@ -36,6 +36,10 @@ class RawJob(TypedDict):
     lineno: int  # the rule's line in that file
     final: bool  # a tip of the workflow (what the default target asks for)
     params_final: Any  # the value of the rule's `params: FINAL=...`, else None
+    temp_outputs: list[str]  # outputs marked temp(): deleted once every reader succeeded (run/temp.py)
+    pipe_outputs: list[str]  # outputs marked pipe()/service(): producer and reader share a task
+    job_group: str  # the rule's `group:` (or Snakemake's pipe group), "" for none
+    group_jobs: list[int]  # the members of its Snakemake group job, indexes into the same list
 
 
 @dataclass(frozen=True)
@@ -60,11 +64,23 @@ class Job:
     snakefile: str  # the file the rule is defined in (for docs and provenance)
     metrics: list[str] = field(default_factory=list)  # outputs marked as metrics
     final: bool = False  # a tip of the workflow (a target of `rule all`)
+    # What one process per job loses (plan/groups.py, plan/temp.py); defaults read older plans.
+    temp_outputs: list[str] = field(default_factory=list)  # outputs marked temp()
+    pipe_outputs: list[str] = field(default_factory=list)  # outputs marked pipe() or service()
+    job_group: str = ""  # its Snakemake group job's name (`group:`, or "pipe"); "" if it runs alone
+    group_task: str = ""  # the task id that runs it with the rest of its group; "" = its own task
+    # temp file it writes or reads -> {task id of each job reading it: that job's arms}
+    temp_readers: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     @property
     def local_id(self) -> str:
         """The id inside its TaskGroup (Airflow prefixes the group)."""
         return self.task_id.removeprefix(f"{self.group}.") if self.group else self.task_id
+
+    @property
+    def run_task(self) -> str:
+        """The id of the Airflow task that runs this job (its group's task, or its own)."""
+        return self.group_task or self.task_id
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,7 @@ class Plan:
     # per arm: {"snakefile": path, "config": the Snakemake config it runs with}
     arm_configs: dict[str, dict[str, Any]]
     sources: dict[str, str] = field(default_factory=dict)  # file -> sha256 the plan was built from
+    handlers: dict[str, list[str]] = field(default_factory=dict)  # arm -> its onstart/onsuccess/onerror
 
     def job(self, task_id: str) -> Job:
         for job in self.jobs:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from smaker_airflow.config import DagConfig
 from smaker_airflow.errors import WorkflowError
+from smaker_airflow.plan import groups, temp
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.job_graph import build_job_graph
 from smaker_airflow.plan.model import Job, Plan, RawJob
@@ -50,6 +52,7 @@ def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) ->
     """
     arm_configs = {}
     merged: dict[_Key, _Merged] = {}
+    forming, handlers = groups.GroupForming(), {}
     for arm in cfg.arms:
         snakefile, config = workflow_for(cfg, arm, overrides)
         arm_configs[arm] = {"snakefile": str(snakefile), "config": config}
@@ -71,8 +74,21 @@ def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) ->
             job.arms.append(arm)
             job.final = job.final or raw["final"]
             job.upstream.extend(keys[d] for d in raw["deps"] if keys[d] not in job.upstream)
+        forming.add(graph.jobs, keys)
+        handlers[arm] = graph.handlers
     jobs = _assign_task_ids(list(merged.values()), multi_arm=len(cfg.arms) > 1)
-    return Plan(dag_id=cfg.dag_id, arms=list(cfg.arms), jobs=jobs, arm_configs=arm_configs)
+    ids: dict[Hashable, str] = {
+        _identity(job.raw): task.task_id for job, task in zip(merged.values(), jobs, strict=True)
+    }
+    grouped = [(name, [ids[key] for key in keys]) for name, keys in forming.components()]
+    jobs = temp.with_temp_readers(groups.assign(jobs, grouped, str(cfg.path)))
+    return Plan(
+        dag_id=cfg.dag_id,
+        arms=list(cfg.arms),
+        jobs=jobs,
+        arm_configs=arm_configs,
+        handlers={arm: names for arm, names in handlers.items() if names},
+    )
 
 
 def _identity(raw: RawJob) -> _Key:
@@ -96,11 +112,11 @@ def _conflict(cfg: DagConfig, job: _Merged, raw: RawJob, arm: str) -> str:
 
 
 def _assign_task_ids(merged: list[_Merged], *, multi_arm: bool) -> list[Job]:
-    groups = [job.group(multi_arm) for job in merged]
-    varying = _varying_wildcards(merged, groups)
+    task_groups = [job.group(multi_arm) for job in merged]
+    varying = _varying_wildcards(merged, task_groups)
     ids: dict[_Key, str] = {}
     seen: set[str] = set()
-    for job, group in zip(merged, groups, strict=True):
+    for job, group in zip(merged, task_groups, strict=True):
         raw = job.raw
         names = varying[(group, raw["rule"])]
         slug = "_".join(f"{name}-{raw['wildcards'][name]}" for name in names)
@@ -111,7 +127,7 @@ def _assign_task_ids(merged: list[_Merged], *, multi_arm: bool) -> list[Job]:
             task_id = f"{task_id[: MAX_TASK_ID - 9]}_{digest}"
         seen.add(task_id)
         ids[_identity(raw)] = task_id
-    return [_job(job, group, ids) for job, group in zip(merged, groups, strict=True)]
+    return [_job(job, group, ids) for job, group in zip(merged, task_groups, strict=True)]
 
 
 def _varying_wildcards(merged: list[_Merged], groups: list[str]) -> dict[tuple[str, str], list[str]]:
@@ -151,4 +167,7 @@ def _job(merged: _Merged, group: str, ids: dict[_Key, str]) -> Job:
         snakefile=raw["snakefile"],
         metrics=merged.metrics,
         final=merged.final,
+        temp_outputs=raw["temp_outputs"],
+        pipe_outputs=raw["pipe_outputs"],
+        job_group=raw["job_group"],
     )

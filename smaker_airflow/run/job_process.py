@@ -73,6 +73,12 @@ class JobInvocation:
     attempt: int = 1  # Airflow try number -> Snakemake --attempt
     log_files: tuple[str, ...] = ()  # the job's `log:` files, relative to workdir
     extra_args: tuple[str, ...] = ()
+    group_targets: tuple[str, ...] = ()  # the other jobs of its group job, run in the same process
+
+    @property
+    def rules(self) -> list[str]:
+        """The rules of every target, for --allowed-rules."""
+        return list(dict.fromkeys([self.rule, *(t.split(":", 1)[0] for t in self.group_targets)]))
 
     def __post_init__(self) -> None:
         # Programming errors of the caller (the plan guarantees these), not user errors.
@@ -87,15 +93,16 @@ def snakemake_argv(inv: JobInvocation) -> list[str]:
     job = (
         "--target-jobs",
         inv.target,
+        *inv.group_targets,
         # Without it, missing upstream outputs would be built in this process.
         "--allowed-rules",
-        inv.rule,
+        *inv.rules,
         "--attempt",
         str(inv.attempt),
         # A rule's `retries:` beats --retries 0 and would retry inside this process; declaring
         # the rule preemptible with 0 retries is Snakemake's one switch that overrides it.
         "--preemptible-rules",
-        inv.rule,
+        *inv.rules,
         "--preemptible-retries",
         "0",
         *_JOB_FLAGS,
@@ -350,6 +357,9 @@ def read_log_tails(workdir: Path, log_files: Iterable[str], lines: int = LOG_TAI
 
 def _failure_message(inv: JobInvocation, stop_reason: str | None, exit_code: int | None) -> str:
     what = f"Snakemake job {inv.target!r} (rule {inv.rule!r}, attempt {inv.attempt})"
+    if inv.group_targets:
+        targets = ", ".join(map(repr, (inv.target, *inv.group_targets)))
+        what = f"Snakemake group job {targets} (rules {', '.join(inv.rules)}, attempt {inv.attempt})"
     if stop_reason is not None:
         how = f"{stop_reason}; its whole process group was stopped"
     elif exit_code is not None and exit_code < 0:
