@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from smaker_airflow.plan.model import Job
 from smaker_airflow.run import state as runs
 from smaker_airflow.run.job_process import JobInvocation, JobProcess
+from smaker_airflow.run.workdir import job_settings
 
 
 class SnakemakeJobOperator(BaseOperator):
@@ -46,6 +47,7 @@ class SnakemakeJobOperator(BaseOperator):
             threads=self.job.threads,
             attempt=context["ti"].try_number,
             log_files=tuple(self.job.log),
+            **job_settings(folder).invocation_fields(),  # cores and args of the config's `snakemake:`
         )
         self.log.info("Running %s (arm %s, try %s) in %s", invocation.target, arm, invocation.attempt, folder)
         self._process = JobProcess(invocation, on_line=lambda line: self.log.info("%s", line))

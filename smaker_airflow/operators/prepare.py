@@ -11,6 +11,7 @@ from smaker_airflow.config import load_config
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.run import choices as form
 from smaker_airflow.run import state as runs
+from smaker_airflow.run.workdir import prepare_workdir
 
 
 class PrepareRunOperator(BaseOperator):
@@ -32,6 +33,7 @@ class PrepareRunOperator(BaseOperator):
         date = runs.run_date(dag_run.logical_date, dag_run.run_after, cfg.option("timezone", "UTC"))
         folder = runs.run_folder(cfg, dag_run.run_id)
         runs.ensure_writable(folder)
+        prepare_workdir(cfg, folder)  # relative paths resolve as from the project root
         targets: dict[str, str] = {}
         if overrides:
             # Re-plan with the new values; the DAG's tasks must still fit (same jobs).

@@ -43,7 +43,7 @@ _WORKFLOW_INTERNALS = (
 )  # fmt: skip
 _DAG_INTERNALS = ("jobs", "toposorted", "dependencies", "targetjobs")
 _JOB_INTERNALS = (
-    "rule", "wildcards_dict", "is_norun", "resources", "input", "output", "log", "params",
+    "rule", "wildcards_dict", "is_norun", "resources", "input", "output", "log", "params", "benchmark",
 )  # fmt: skip
 _RULE_INTERNALS = (
     "name", "restart_times", "expand_priority", "expand_resources", "lineno", "snakefile",
@@ -93,10 +93,10 @@ _HINTS = {
     ),
 }
 _DEFAULT_HINTS = {
-    "load": "Fix the Snakefile at that place; `snakemake -n` on it shows Snakemake's full report.",
+    "load": "Fix the Snakefile at that place, then validate the config again.",
     "registry": f"Fix {REGISTRY_MODULE}.registry_snapshot(): it must return a JSON-safe dict.",
-    "dag": "Fix the rule named; `snakemake -n` on the Snakefile shows Snakemake's full report.",
-    "describe": "Fix the rule named; `snakemake -n` on the Snakefile shows Snakemake's full report.",
+    "dag": "Fix the rule named (or the config values it reads), then validate the config again.",
+    "describe": "Fix the rule named (or the config values it reads), then validate the config again.",
 }
 
 
@@ -219,14 +219,59 @@ def _memoize_function_params() -> None:
 
 
 def _workflow_api(api: Any, settings: Any, request: Mapping[str, Any]) -> Any:
+    cli = _cli_args(request)
+    deployment = set(cli.software_deployment_method)
+    for flag, method in (("use_conda", "CONDA"), ("use_apptainer", "APPTAINER"), ("use_envmodules", "ENV_MODULES")):
+        if getattr(cli, flag, False):
+            deployment.add(getattr(settings.DeploymentMethod, method))
     return api.workflow(
-        # cores=None: `threads:` are capped by cores, and planning must see them whole.
-        # No default resources: the plan lists what the rules declare.
-        resource_settings=settings.ResourceSettings(cores=None, default_resources={}),
+        # As `snakemake --cores N ARGS`: threads are capped by N, resources set as the CLI sets them.
+        # Without --default-resources the plan lists what the rules declare.
+        resource_settings=settings.ResourceSettings(
+            cores=cli.cores,
+            overwrite_threads=cli.set_threads,
+            overwrite_resources=cli.set_resources,
+            overwrite_scatter=cli.set_scatter,
+            overwrite_resource_scopes=cli.set_resource_scopes,
+            default_resources=cli.default_resources if cli.default_resources is not None else {},
+        ),
+        # Our config file overrides the workflow's `configfile:`, as --configfile does natively.
         config_settings=settings.ConfigSettings(configfiles=[Path(request["configfile"])]),
+        deployment_settings=settings.DeploymentSettings(deployment_method=deployment, conda_prefix=cli.conda_prefix),
         snakefile=Path(request["snakefile"]),
         workdir=Path(request["workdir"]),
     )
+
+
+def _cli_args(request: Mapping[str, Any]) -> Any:
+    """`snakemake --cores N ARGS` read by Snakemake's own parser (profiles included), from the workdir."""
+    import contextlib
+    import io
+
+    from snakemake.cli import parse_args
+
+    argv = ["--snakefile", str(request["snakefile"]), "--cores", str(request.get("cores", 8))]
+    args = [str(arg) for arg in request.get("args", [])]
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            _parser, parsed = parse_args([*argv, *args])
+    except (SystemExit, Exception) as exc:
+        printed = " ".join(errors.getvalue().split())
+        # argparse prints the usage, then "snakemake: error: unrecognized arguments: ...".
+        said = printed.rsplit("error:", 1)[-1].strip() if printed else ""
+        if not said and isinstance(exc, Exception):
+            said = exception_text(exc)
+        raise PlanningFailure(
+            "settings",
+            "SnakemakeArgsError",
+            f"Snakemake's command line parser refused {' '.join(args) or 'the settings'}: {said}",
+            hint=(
+                "Fix `snakemake.args` in the config (one option or value per list item, spelled as "
+                "for `snakemake`; `snakemake --help` lists them)."
+            ),
+        ) from None
+    return parsed
 
 
 def _load(workflow_api: Any, settings: Any) -> Any:
@@ -351,7 +396,9 @@ def describe_jobs(workflow: Any, dag: Any) -> list[dict[str, Any]]:
         job
         for layer in dag.toposorted()
         for job in sorted(layer, key=lambda job: (job.rule.name, *wildcards(job).items()))
-        if not job.is_norun
+        # An action-less rule with outputs (a touch() flag) is a job Snakemake runs;
+        # only output-less targets such as `rule all` are not.
+        if not (job.is_norun and not job.output)
     ]
     index = {job: position for position, job in enumerate(ordered)}
     upstream = _Upstream(dag.dependencies, index)
@@ -410,6 +457,7 @@ def _describe_job(
         "inputs": [str(path) for path in job.input],
         "outputs": outputs,
         "log": [str(path) for path in job.log],
+        "benchmark": [str(job.benchmark)] if job.benchmark else [],
         "output_patterns": list(facts.patterns),
         "threads": threads,
         "resources": resources,

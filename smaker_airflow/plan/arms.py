@@ -23,8 +23,12 @@ def workflow_for(
     params = cfg.arm_params(arm, overrides)
     base = {**cfg.snakemake_config, "run_date": run_date, "arm": arm}
     if cfg.snakefile is not None:
-        # A plain Snakefile reads its parameters straight from `config`.
-        flat = {name: values[0] if len(values) == 1 else values for name, values in params.items()}
+        # A plain Snakefile reads its parameters straight from `config`, typed as the YAML
+        # wrote them: a one-element list stays a list, a scalar stays a scalar.
+        lists = _declared_lists(cfg, arm)
+        flat = {
+            name: values[0] if len(values) == 1 and name not in lists else values for name, values in params.items()
+        }
         return cfg.snakefile, {**base, **flat}
     settings = {
         # Ordered pairs, not a mapping: include order matters and JSON writers may sort keys.
@@ -34,3 +38,11 @@ def workflow_for(
         "style": cfg.workflow_style,
     }
     return ENTRY_SNAKEFILE, {**base, SETTINGS_KEY: settings}
+
+
+def _declared_lists(cfg: DagConfig, arm: str) -> set[str]:
+    """Parameters the YAML gives as a list, under `params:` or the arm's `params:`."""
+    declared = dict(cfg.raw.get("params") or {})
+    arm_spec = (cfg.raw.get("variants") or {}).get(arm) or {}
+    declared.update(arm_spec.get("params") or {})
+    return {name for name, value in declared.items() if isinstance(value, list)}

@@ -34,6 +34,7 @@ class Job:
     snakefile: str  # the file the rule is defined in (for docs and provenance)
     metrics: list[str] = field(default_factory=list)  # outputs marked as metrics
     final: bool = False  # a tip of the workflow (a target of `rule all`)
+    benchmark: list[str] = field(default_factory=list)  # the `benchmark:` file, written like outputs
 
     @property
     def local_id(self) -> str:

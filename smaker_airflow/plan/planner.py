@@ -17,6 +17,7 @@ from smaker_airflow.errors import WorkflowError
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.job_graph import build_job_graph
 from smaker_airflow.plan.model import Job, Plan
+from smaker_airflow.plan.settings import snakemake_settings
 
 MAX_TASK_ID = 250
 CONSTRAINT = re.compile(r"\{(\w+),[^}]*\}")
@@ -25,11 +26,14 @@ CONSTRAINT = re.compile(r"\{(\w+),[^}]*\}")
 def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) -> Plan:
     arm_configs = {}
     merged: dict[tuple[str, ...], dict[str, Any]] = {}
+    settings = snakemake_settings(cfg)
     for arm in cfg.arms:
         snakefile, config = workflow_for(cfg, arm, overrides)
         arm_configs[arm] = {"snakefile": str(snakefile), "config": config}
         try:
-            graph = build_job_graph(snakefile, config, workdir=None)
+            graph = build_job_graph(
+                snakefile, config, project_root=cfg.project_root, private=[cfg.runs_root], settings=settings
+            )
         except WorkflowError as e:
             # Name the config and the arm: the Snakefile alone does not say which deployment broke.
             raise WorkflowError(f"{cfg.path} (arm '{arm}'): {e}") from None
@@ -119,6 +123,7 @@ def _job(raw: dict[str, Any], ids: dict[tuple[str, ...], str]) -> Job:
         inputs=raw["inputs"],
         outputs=raw["outputs"],
         log=raw["log"],
+        benchmark=raw.get("benchmark", []),
         threads=raw["threads"],
         resources=raw["resources"],
         retries=raw["retries"],
