@@ -343,3 +343,13 @@ def test_a_one_element_list_stays_a_list_in_a_plain_snakefile_config(tmp_path: P
     arm_config = plan.arm_configs["base"]["config"]
     assert arm_config["samples"] == ["s1"] and arm_config["reads_per_sample"] == 4
     assert {job.wildcards.get("sample") for job in plan.jobs} == {"s1"}
+
+
+def test_a_missing_configfile_is_a_validate_error_as_natively(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(CASES / "02-configfile-directive", project)
+    (project / "config" / "config.yaml").unlink()
+    with pytest.raises(WorkflowError) as error:
+        build_plan(load_config(project / "configs" / "cfgfile_copied.yaml"))
+    message = str(error.value)
+    assert "cfgfile_copied.yaml" in message and "config/config.yaml" in message and "project root" in message

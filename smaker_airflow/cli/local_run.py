@@ -20,6 +20,7 @@ from smaker_airflow.config import DagConfig
 from smaker_airflow.errors import JobFailed
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.run.state import STATE_DIR
+from smaker_airflow.run.workdir import prepare_workdir
 
 STEPS = re.compile(r"(\d+) of (\d+) steps")
 
@@ -28,6 +29,7 @@ def run_with_snakemake(
     cfg: DagConfig, arms: list[str], workdir: Path, *, cores: int, dry_run: bool, console: Console
 ) -> None:
     (workdir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    settings = prepare_workdir(cfg, workdir)  # relative paths resolve as from the project root
     for arm in arms:
         snakefile, config = workflow_for(cfg, arm, run_date=date.today().isoformat())
         configfile = workdir / STATE_DIR / f"config-{arm}.json"
@@ -47,6 +49,7 @@ def run_with_snakemake(
             "--rerun-incomplete",
             "--max-jobs-per-timespan",
             "100/0s",  # the default limiter sleeps ~1 s per job batch
+            *settings.args,
         ]
         if dry_run:
             subprocess.run([*argv, "--dry-run", "--quiet", "rules"], check=False)

@@ -188,7 +188,33 @@ def _import_snakemake() -> tuple[Any, Any]:
     import snakemake.settings.types
 
     _memoize_function_params()
+    _require_configfiles()
     return snakemake.api, snakemake.settings.types
+
+
+def _require_configfiles() -> None:
+    """A `configfile:` that does not exist fails planning, as it fails a native run.
+
+    Snakemake skips a missing one without a word when config files come from the
+    command line, and ours always do: the plan would silently run without its values.
+    """
+    import snakemake.workflow
+    from snakemake.exceptions import WorkflowError
+
+    original = snakemake.workflow.Workflow.configfile
+    if getattr(original, "smaker_strict", False):
+        return
+
+    def configfile(self: Any, fp: Any) -> None:
+        if not self.modifier.skip_configfile and not os.path.exists(fp):
+            raise WorkflowError(
+                f"Workflow defines configfile {fp} but it is not present or accessible "
+                "(paths resolve from the project root, the folder holding configs/)"
+            )
+        original(self, fp)
+
+    configfile.smaker_strict = True  # type: ignore[attr-defined]
+    snakemake.workflow.Workflow.configfile = configfile  # type: ignore[method-assign]
 
 
 def _memoize_function_params() -> None:
