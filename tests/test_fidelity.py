@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,16 +89,48 @@ CASE_RUNS = [
 ]
 
 
+def native_dag(root: Path, snakefile: str) -> Counter[tuple[str, tuple[str, ...]]]:
+    """`snakemake --dag --forceall` run from root: each job's label with its upstream labels; `all` left out.
+
+    Snakemake labels a job with its rule and the wildcards its upstream jobs do not have.
+    """
+    dot = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", snakefile, "--cores", "2", "--dag", "--forceall"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    labels = {}
+    for number, label in re.findall(r'^\s*(\d+)\[label = "([^"]*)"', dot, re.MULTILINE):
+        rule, *wildcards = label.split("\\n")
+        labels[number] = " ".join([rule, *sorted(w.replace(": ", "=") for w in wildcards)])
+    upstream: dict[str, list[str]] = {number: [] for number in labels}
+    for source, target in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.MULTILINE):
+        upstream[target].append(labels[source])
+    return Counter((labels[number], tuple(sorted(ups))) for number, ups in upstream.items() if labels[number] != "all")
+
+
+def plan_dag(plan: Plan) -> Counter[tuple[str, tuple[str, ...]]]:
+    """The plan's jobs labelled as `snakemake --dag` labels them, with their upstream labels."""
+    jobs = {job.task_id: job for job in plan.jobs}
+    labels = {}
+    for job in plan.jobs:
+        inherited = {item for up in job.upstream for item in jobs[up].wildcards.items()}
+        new = sorted(f"{k}={v}" for k, v in job.wildcards.items() if (k, v) not in inherited)
+        labels[job.task_id] = " ".join([job.rule, *new])
+    return Counter((labels[job.task_id], tuple(sorted(labels[up] for up in job.upstream))) for job in plan.jobs)
+
+
 @pytest.mark.parametrize(("case", "snakefile", "config_name", "jobs"), CASE_RUNS)
-def test_the_plan_has_the_jobs_snakemake_runs(case: str, snakefile: str, config_name: str, jobs: int) -> None:
-    project = Path(tempfile.mkdtemp(prefix="fidelity-plan-"))
-    try:
-        shutil.copytree(CASES / case, project, dirs_exist_ok=True)
-        plan = build_plan(load_config(project / "configs" / f"{config_name}.yaml"))
-    finally:
-        shutil.rmtree(project)
+def test_the_plan_has_the_jobs_and_edges_of_snakemake_dag(
+    tmp_path: Path, case: str, snakefile: str, config_name: str, jobs: int
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(CASES / case, project)
+    plan = build_plan(load_config(project / "configs" / f"{config_name}.yaml"))
     assert len(plan.jobs) == jobs
-    assert "all" not in {job.rule for job in plan.jobs}  # output-less targets are no tasks
+    assert plan_dag(plan) == native_dag(project, snakefile)
 
 
 @pytest.mark.slow
