@@ -167,6 +167,7 @@ class JobProcess:
                 f"Stopped Snakemake process group {pgid}: an earlier try of {self.inv.target} in this run "
                 "folder was still running (its task process was killed without stopping it)."
             )
+        self.inv.workdir.mkdir(parents=True, exist_ok=True)  # its cwd; Snakemake's --directory would make it
         proc = subprocess.Popen(
             snakemake_argv(self.inv),
             stdin=subprocess.DEVNULL,

@@ -26,7 +26,7 @@ SAMPLES = Path(__file__).parent / "samples"
 GRID = SAMPLES / "grid" / "Snakefile"
 GRID_CONFIG = {"sources": ["web", "app"], "C": [0.1, 1]}
 JOB_KEYS = {
-    "rule", "wildcards", "target", "inputs", "outputs", "log", "output_patterns",
+    "rule", "wildcards", "target", "inputs", "outputs", "log", "benchmark", "output_patterns",
     "threads", "resources", "retries", "priority", "deps", "snakefile", "lineno",
     "final", "params_final",
 }  # fmt: skip
