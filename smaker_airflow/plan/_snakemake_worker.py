@@ -214,7 +214,7 @@ def _require_configfiles() -> None:
         original(self, fp)
 
     configfile.smaker_strict = True  # type: ignore[attr-defined]
-    snakemake.workflow.Workflow.configfile = configfile  # type: ignore[method-assign]
+    snakemake.workflow.Workflow.configfile = configfile
 
 
 def _memoize_function_params() -> None:
