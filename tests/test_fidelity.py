@@ -387,3 +387,16 @@ def test_a_missing_configfile_is_a_validate_error_as_natively(tmp_path: Path) ->
         build_plan(load_config(project / "configs" / "cfgfile_copied.yaml"))
     message = str(error.value)
     assert "cfgfile_copied.yaml" in message and "config/config.yaml" in message and "project root" in message
+
+
+def test_editing_the_configfile_gives_a_new_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from smaker_airflow.plan.cache import load_plan
+
+    monkeypatch.setenv("SMAKER_AIRFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    project = tmp_path / "project"
+    shutil.copytree(CASES / "02-configfile-directive", project)
+    cfg = load_config(project / "configs" / "cfgfile.yaml")
+    assert {job.wildcards["sample"] for job in load_plan(cfg).jobs} == {"s1", "s2"}
+    configfile = project / "config" / "config.yaml"
+    configfile.write_text(configfile.read_text().replace("[s1, s2]", "[s1, s2, s3]"))
+    assert {job.wildcards["sample"] for job in load_plan(cfg).jobs} == {"s1", "s2", "s3"}
