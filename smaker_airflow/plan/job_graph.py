@@ -59,9 +59,10 @@ def build_job_graph(
     default in a temporary folder that, with ``project_root``, links the project's
     entries (see plan/workdir.py), so relative paths resolve as from the project root
     while outputs an earlier native run left there stay hidden; ``private`` paths (the
-    runs root) are never linked. Every job is listed (all forced). Raises ``WorkflowError`` (one paragraph naming the Snakefile, the rule and
-    line when known, Snakemake's message and the fix) when Snakemake cannot load the
-    workflow or build its DAG, and when the worker process dies or times out.
+    runs root) are never linked. Every job is listed (all forced). Raises
+    ``WorkflowError`` (one paragraph naming the Snakefile, the rule and line when known,
+    Snakemake's message and the fix) when Snakemake cannot load the workflow, refuses
+    the settings or cannot build its DAG, and when the worker process dies or times out.
     """
     snakefile = Path(snakefile).resolve()
     if not snakefile.is_file():
