@@ -19,6 +19,7 @@ from smaker_airflow.errors import JobFailed
 from smaker_airflow.plan.arms import write_arm_config
 from smaker_airflow.run.job_process import workflow_argv
 from smaker_airflow.run.state import STATE_DIR
+from smaker_airflow.run.workdir import prepare_workdir
 
 STEPS = re.compile(r"(\d+) of (\d+) steps")
 
@@ -32,10 +33,13 @@ def run_with_snakemake(
     only prints the jobs each arm would run.
     """
     (workdir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    settings = prepare_workdir(cfg, workdir)  # relative paths resolve as from the project root
     for arm in arms:
         snakefile, configfile = write_arm_config(cfg, arm, workdir / STATE_DIR, run_date=date.today().isoformat())
         # --rerun-incomplete: outputs of an interrupted earlier `run` are made again.
-        argv = workflow_argv(snakefile, configfile, workdir, cores=cores, flags=("--rerun-incomplete",))
+        argv = workflow_argv(
+            snakefile, configfile, workdir, cores=cores, flags=("--rerun-incomplete",), extra=settings.args
+        )
         if dry_run:
             subprocess.run([*argv, "--dry-run", "--quiet", "rules"], check=False)
             continue

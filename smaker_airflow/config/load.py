@@ -34,6 +34,7 @@ from smaker_airflow.config.model import (
     QualityGate,
     Resources,
     Schedule,
+    Snakemake,
 )
 from smaker_airflow.config.notifiers import read_notifiers
 from smaker_airflow.config.schema import ARM_NAME, DAG_ID, IDENTIFIER, SCHEMA, is_safe_value
@@ -227,6 +228,7 @@ def _build(path: Path, root: Path, raw: dict[str, Any]) -> DagConfig:
         alerts=_alerts(path, raw.get("alerts")),
         quality_gate=_quality_gate(path, raw.get("quality_gate"), publish),
         publish=publish,
+        snakemake=Snakemake(**_given(raw.get("snakemake"))),
         tags=tuple(raw.get("tags") or ()),
     )
 
@@ -274,8 +276,9 @@ def _arms(
     style: str,
 ) -> dict[str, Arm]:
     declared = raw.get("variants") or {}
+    base_params = raw.get("params") or {}
     if not declared:
-        return {BASE_ARM: Arm(BASE_ARM, {}, modules)}
+        return {BASE_ARM: Arm(BASE_ARM, {}, modules, listed_params=_listed(base_params))}
     arms = {}
     for name, spec in declared.items():
         spec = spec or {}
@@ -306,8 +309,13 @@ def _arms(
                     f"unknown module '{module}'; an arm swaps modules of `workflow.modules` ({', '.join(modules)}).",
                 )
         swapped = {m: _project_file(path, root, f"{key}.modules.{m}", f) for m, f in swaps.items()}
-        arms[name] = Arm(name, overrides, {**modules, **swapped}, spec.get("description", ""))
+        listed = _listed({**base_params, **(spec.get("params") or {})})
+        arms[name] = Arm(name, overrides, {**modules, **swapped}, spec.get("description", ""), listed)
     return arms
+
+
+def _listed(params: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(name for name, value in params.items() if isinstance(value, list))
 
 
 def _schedule(path: Path, raw: dict[str, Any]) -> Schedule:

@@ -27,6 +27,24 @@ class Arm:
     param_overrides: dict[str, list[Any]]  # only what the arm changes; the rest comes from `params`
     modules: dict[str, Path]  # every module of the arm (swapped ones included), absolute paths
     description: str = ""
+    # Parameters the YAML gives as a list (under `params:`, or the arm's own): a plain Snakefile's
+    # config keeps them lists even with one element, as `snakemake --configfile` would.
+    listed_params: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Snakemake:
+    """YAML `snakemake:`: how the team runs `snakemake` natively, for planning and every job.
+
+    Flags smaker-airflow sets itself are refused (plan/settings.py), and Snakemake's own
+    parser checks the rest when the config is planned.
+    """
+
+    cores: int = 8
+    """`snakemake --cores N`: caps `threads:` and is `workflow.cores`. A fixed default, not this
+    machine's CPU count, so every machine computes the same plan."""
+    args: tuple[str, ...] = ()
+    """More `snakemake` options, e.g. ("--software-deployment-method", "conda")."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +218,7 @@ class DagConfig:
     alerts: Alerts
     quality_gate: QualityGate | None
     publish: Publish | None
+    snakemake: Snakemake = field(default_factory=Snakemake)
     tags: tuple[str, ...] = ()  # Airflow tags, besides "smaker"
 
     @property

@@ -136,6 +136,19 @@ SCHEMA: dict[str, Any] = {
         },
         "control": {"type": "string", "pattern": ARM_NAME},
         "config": {"type": "object"},
+        # How the team runs Snakemake natively: read through plan/settings.snakemake_settings().
+        "snakemake": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "cores": {"type": "integer", "minimum": 1, "description": "`snakemake --cores N` (default 8)"},
+                "args": {
+                    "type": "array",
+                    "description": "more `snakemake` options, e.g. [--software-deployment-method, conda]",
+                    "items": {"type": "string", "minLength": 1},
+                },
+            },
+        },
         "defaults": {
             "type": "object",
             "additionalProperties": False,

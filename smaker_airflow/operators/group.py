@@ -16,6 +16,7 @@ from smaker_airflow.operators.job import SnakemakeJobOperator
 from smaker_airflow.plan.groups import GroupTask
 from smaker_airflow.run import temp
 from smaker_airflow.run.job_process import JobInvocation, JobProcess
+from smaker_airflow.run.workdir import job_settings
 
 
 class SnakemakeGroupOperator(SnakemakeJobOperator):
@@ -47,6 +48,7 @@ class SnakemakeGroupOperator(SnakemakeJobOperator):
             # run/temp.py deletes temp files by the run's readers; this process sees only the group's.
             extra_args=("--notemp",),
             group_targets=tuple(others),
+            cores=job_settings(folder).cores,  # the config's `snakemake.cores`, as planned
         )
         self.log.info(
             "Running group job %s: %s (arm %s, try %s) in %s",

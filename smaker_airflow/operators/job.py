@@ -11,6 +11,7 @@ from smaker_airflow.operators.base import SmakerOperator
 from smaker_airflow.plan.model import Job
 from smaker_airflow.run import temp
 from smaker_airflow.run.job_process import JobInvocation, JobProcess
+from smaker_airflow.run.workdir import job_settings
 
 
 class SnakemakeJobOperator(SmakerOperator):
@@ -48,6 +49,7 @@ class SnakemakeJobOperator(SmakerOperator):
             threads=job.threads,
             attempt=context["ti"].try_number,
             log_files=tuple(job.log),
+            **job_settings(folder).invocation_fields(),  # cores and args of the config's `snakemake:`
         )
         self.log.info("Running %s (arm %s, try %s) in %s", invocation.target, arm, invocation.attempt, folder)
         self._process = JobProcess(invocation, on_line=lambda line: self.log.info("%s", line))

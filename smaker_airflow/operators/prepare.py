@@ -8,6 +8,7 @@ from smaker_airflow.operators.base import SmakerOperator
 from smaker_airflow.plan.arms import write_arm_config
 from smaker_airflow.run import choices as form
 from smaker_airflow.run import state as runs
+from smaker_airflow.run.workdir import prepare_workdir
 
 
 class PrepareRunOperator(SmakerOperator):
@@ -33,6 +34,7 @@ class PrepareRunOperator(SmakerOperator):
         folder = self.run_folder(context)
         runs.ensure_writable(folder)
         deployed = load_plan(cfg)
+        prepare_workdir(cfg, folder, deployed)  # relative paths resolve as from the project root
         plan = deployed
         if overrides:
             # Re-plan with the new values; the DAG's tasks must still fit (same jobs).

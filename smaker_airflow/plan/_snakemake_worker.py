@@ -52,7 +52,7 @@ _GROUP_INTERNALS = ("handle_pipes_and_services", "update_groups", "get_job_group
 _GROUP_RULE_INTERNALS = ("_group", "apply_input_function")
 _HANDLER_INTERNALS = ("_onstart", "_onsuccess", "_onerror")
 _JOB_INTERNALS = (
-    "rule", "wildcards_dict", "is_norun", "resources", "input", "output", "log", "params",
+    "rule", "wildcards_dict", "is_norun", "resources", "input", "output", "log", "params", "benchmark",
 )  # fmt: skip
 _RULE_INTERNALS = (
     "name", "restart_times", "expand_priority", "expand_resources", "lineno", "snakefile",
@@ -102,10 +102,10 @@ _HINTS = {
     ),
 }
 _DEFAULT_HINTS = {
-    "load": "Fix the Snakefile at that place; `snakemake -n` on it shows Snakemake's full report.",
+    "load": "Fix the Snakefile at that place, then validate the config again.",
     "registry": f"Fix {REGISTRY_MODULE}.registry_snapshot(): it must return a JSON-safe dict.",
-    "dag": "Fix the rule named; `snakemake -n` on the Snakefile shows Snakemake's full report.",
-    "describe": "Fix the rule named; `snakemake -n` on the Snakefile shows Snakemake's full report.",
+    "dag": "Fix the rule named (or the config values it reads), then validate the config again.",
+    "describe": "Fix the rule named (or the config values it reads), then validate the config again.",
 }
 
 
@@ -198,7 +198,33 @@ def _import_snakemake() -> tuple[Any, Any]:
     import snakemake.settings.types
 
     _memoize_function_params()
+    _require_configfiles()
     return snakemake.api, snakemake.settings.types
+
+
+def _require_configfiles() -> None:
+    """A `configfile:` that does not exist fails planning, as it fails a native run.
+
+    Snakemake skips a missing one without a word when config files come from the
+    command line, and ours always do: the plan would silently run without its values.
+    """
+    import snakemake.workflow
+    from snakemake.exceptions import WorkflowError
+
+    original = snakemake.workflow.Workflow.configfile
+    if getattr(original, "smaker_strict", False):
+        return
+
+    def configfile(self: Any, fp: Any) -> None:
+        if not self.modifier.skip_configfile and not os.path.exists(fp):
+            raise WorkflowError(
+                f"Workflow defines configfile {fp} but it is not present or accessible "
+                "(paths resolve from the project root, the folder holding configs/)"
+            )
+        original(self, fp)
+
+    configfile.smaker_strict = True  # type: ignore[attr-defined]
+    snakemake.workflow.Workflow.configfile = configfile
 
 
 def _memoize_function_params() -> None:
@@ -229,14 +255,59 @@ def _memoize_function_params() -> None:
 
 
 def _workflow_api(api: Any, settings: Any, request: Mapping[str, Any]) -> Any:
+    cli = _cli_args(request)
+    deployment = set(cli.software_deployment_method)
+    for flag, method in (("use_conda", "CONDA"), ("use_apptainer", "APPTAINER"), ("use_envmodules", "ENV_MODULES")):
+        if getattr(cli, flag, False):
+            deployment.add(getattr(settings.DeploymentMethod, method))
     return api.workflow(
-        # cores=None: `threads:` are capped by cores, and planning must see them whole.
-        # No default resources: the plan lists what the rules declare.
-        resource_settings=settings.ResourceSettings(cores=None, default_resources={}),
+        # As `snakemake --cores N ARGS`: threads are capped by N, resources set as the CLI sets them.
+        # Without --default-resources the plan lists what the rules declare.
+        resource_settings=settings.ResourceSettings(
+            cores=cli.cores,
+            overwrite_threads=cli.set_threads,
+            overwrite_resources=cli.set_resources,
+            overwrite_scatter=cli.set_scatter,
+            overwrite_resource_scopes=cli.set_resource_scopes,
+            default_resources=cli.default_resources if cli.default_resources is not None else {},
+        ),
+        # Our config file overrides the workflow's `configfile:`, as --configfile does natively.
         config_settings=settings.ConfigSettings(configfiles=[Path(request["configfile"])]),
+        deployment_settings=settings.DeploymentSettings(deployment_method=deployment, conda_prefix=cli.conda_prefix),
         snakefile=Path(request["snakefile"]),
         workdir=Path(request["workdir"]),
     )
+
+
+def _cli_args(request: Mapping[str, Any]) -> Any:
+    """`snakemake --cores N ARGS` read by Snakemake's own parser (profiles included), from the workdir."""
+    import contextlib
+    import io
+
+    from snakemake.cli import parse_args
+
+    argv = ["--snakefile", str(request["snakefile"]), "--cores", str(request.get("cores", 8))]
+    args = [str(arg) for arg in request.get("args", [])]
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            _parser, parsed = parse_args([*argv, *args])
+    except (SystemExit, Exception) as exc:
+        printed = " ".join(errors.getvalue().split())
+        # argparse prints the usage, then "snakemake: error: unrecognized arguments: ...".
+        said = printed.rsplit("error:", 1)[-1].strip() if printed else ""
+        if not said and isinstance(exc, Exception):
+            said = exception_text(exc)
+        raise PlanningFailure(
+            "settings",
+            "SnakemakeArgsError",
+            f"Snakemake's command line parser refused {' '.join(args) or 'the settings'}: {said}",
+            hint=(
+                "Fix `snakemake.args` in the config (one option or value per list item, spelled as "
+                "for `snakemake`; `snakemake --help` lists them)."
+            ),
+        ) from None
+    return parsed
 
 
 def _load(workflow_api: Any, settings: Any) -> Any:
@@ -363,7 +434,9 @@ def describe_jobs(workflow: Any, dag: Any) -> list[RawJob]:
         job
         for layer in dag.toposorted()
         for job in sorted(layer, key=lambda job: (job.rule.name, *wildcards(job).items()))
-        if not job.is_norun
+        # An action-less rule with outputs (a touch() flag) is a job Snakemake runs;
+        # only output-less targets such as `rule all` are not.
+        if not (job.is_norun and not job.output)
     ]
     index = {job: position for position, job in enumerate(ordered)}
     upstream = _Upstream(dag.dependencies, index)
@@ -426,6 +499,7 @@ def _describe_job(
         "inputs": [str(path) for path in job.input],
         "outputs": outputs,
         "log": [str(path) for path in job.log],
+        "benchmark": [str(job.benchmark)] if job.benchmark else [],
         "output_patterns": list(facts.patterns),
         "threads": threads,
         "resources": resources,

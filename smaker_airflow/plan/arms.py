@@ -24,8 +24,12 @@ def workflow_for(
     params = cfg.arm_params(arm, overrides)
     base = {**cfg.snakemake_config, "run_date": run_date, "arm": arm}
     if cfg.snakefile is not None:
-        # A plain Snakefile reads its parameters straight from `config`.
-        flat = {name: values[0] if len(values) == 1 else values for name, values in params.items()}
+        # A plain Snakefile reads its parameters straight from `config`, typed as the YAML
+        # wrote them: a one-element list stays a list, a scalar stays a scalar.
+        lists = cfg.arms[arm].listed_params
+        flat = {
+            name: values[0] if len(values) == 1 and name not in lists else values for name, values in params.items()
+        }
         return cfg.snakefile, {**base, **flat}
     settings = {
         # Ordered pairs, not a mapping: include order matters and JSON writers may sort keys.

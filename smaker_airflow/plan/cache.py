@@ -73,7 +73,8 @@ def source_files(cfg: DagConfig) -> list[Path]:
     snakefiles = [cfg.snakefile] if cfg.snakefile else [p for v in cfg.arms.values() for p in v.modules.values()]
     skipped = {_resolved(cfg.runs_root), _resolved(cache_dir(cfg).parent)}
     files = {cfg.path, *PLANNER_FILES, *snakefiles}
-    for folder in sorted({p.parent for p in snakefiles}):
+    # config/ of the snakemake-workflows layout: `configfile:` and sample sheets the Snakefile reads.
+    for folder in sorted({p.parent for p in snakefiles} | {cfg.project_root / "config"}):
         files.update(_walk(folder, skipped))
     return sorted(files)
 

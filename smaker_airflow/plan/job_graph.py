@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ from typing import Any
 from smaker_airflow._procs import read_tail, start_in_session, stop_groups
 from smaker_airflow.errors import WorkflowError
 from smaker_airflow.plan.model import RawJob
+from smaker_airflow.plan.settings import SnakemakeSettings
+from smaker_airflow.plan.workdir import link_project
 
 WORKER_MODULE = "smaker_airflow.plan._snakemake_worker"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding smaker_airflow/
@@ -47,37 +49,66 @@ def build_job_graph(
     config: dict[str, Any],
     *,
     workdir: Path | None = None,
+    project_root: Path | None = None,
+    private: Iterable[Path] = (),
+    settings: SnakemakeSettings | None = None,
     timeout: float = 300,
 ) -> JobGraph:
     """Build the job DAG of ``snakefile``'s default target with ``config``.
 
-    Without ``workdir`` Snakemake plans in an empty temporary folder, so every job is
-    listed. ``timeout`` is in seconds of wall time for the whole worker process; past
-    it, the worker's process group is killed. Raises ``WorkflowError`` (one paragraph
-    naming the Snakefile, the rule and line when known, Snakemake's message and the
-    fix) when the Snakefile is missing, the config is not JSON data, Snakemake cannot
-    load the workflow or build its DAG, and when the worker process dies or times out.
+    Snakemake runs as ``snakemake --cores N ARGS`` of ``settings`` in ``workdir``; by
+    default in a temporary folder that, with ``project_root``, links the project's
+    entries (see plan/workdir.py), so relative paths resolve as from the project root
+    while outputs an earlier native run left there stay hidden; ``private`` paths (the
+    runs root) are never linked. Every job is listed (all forced). Raises
+    ``WorkflowError`` (one paragraph naming the Snakefile, the rule and line when known,
+    Snakemake's message and the fix) when Snakemake cannot load the workflow, refuses
+    the settings or cannot build its DAG, and when the worker process dies or times out.
     """
     snakefile = Path(snakefile).resolve()
     if not snakefile.is_file():
         raise WorkflowError(f"Snakefile {snakefile} does not exist: check the path that names it.")
     config_text = _config_json(config, snakefile)
+    settings = settings or SnakemakeSettings()
     with tempfile.TemporaryDirectory(prefix="smaker-plan-") as scratch:
         folder = Path(scratch)
-        run_dir = Path(workdir).resolve() if workdir is not None else folder / "workdir"
-        run_dir.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(config_text, encoding="utf-8")
         request = {
             "snakefile": str(snakefile),
             "configfile": str(folder / "config.json"),
-            "workdir": str(run_dir),
             "result": str(folder / "result.json"),
+            "cores": settings.cores,
+            "args": list(settings.args),
         }
-        (folder / "request.json").write_text(json.dumps(request), encoding="utf-8")
-        payload = _run_worker(folder, run_dir, snakefile, timeout)
+
+        def plan_in(run_dir: Path, written: list[str]) -> dict[str, Any]:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if project_root is not None:
+                link_project(project_root, run_dir, written, private)
+            (folder / "request.json").write_text(json.dumps({**request, "workdir": str(run_dir)}), encoding="utf-8")
+            return _run_worker(folder, run_dir, snakefile, timeout)
+
+        if workdir is not None:
+            payload = plan_in(Path(workdir).resolve(), [])
+        else:
+            payload = plan_in(folder / "workdir", [])
+            written = written_paths(payload.get("jobs") or [])
+            if project_root is not None and any((project_root / path).exists() for path in written):
+                # The project holds outputs of an earlier native run: plan again with them
+                # hidden, as a run folder hides them (a fresh copy of the project has none).
+                payload = plan_in(folder / "workdir-hidden", written)
     if not payload.get("ok"):
         raise WorkflowError(error_paragraph(payload["error"], snakefile))
     return JobGraph(jobs=payload["jobs"], registry=payload.get("registry") or {}, handlers=payload.get("handlers", []))
+
+
+def written_paths(jobs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The relative paths jobs write (outputs, logs, benchmarks), each once."""
+    paths: dict[str, None] = {}
+    for job in jobs:
+        for key in ("outputs", "log", "benchmark"):
+            paths.update(dict.fromkeys(str(path) for path in job.get(key) or () if not os.path.isabs(str(path))))
+    return list(paths)
 
 
 def _config_json(config: Mapping[str, Any], snakefile: Path) -> str:
@@ -169,6 +200,7 @@ def error_paragraph(error: Mapping[str, Any], main_snakefile: Path) -> str:
     action = {
         "load": "load",
         "registry": "read the smaker registry of",
+        "settings": "apply the config's `snakemake:` settings to",
     }.get(str(error.get("stage")), "build the job DAG of")
     where = _where(error, main_snakefile)
     return (

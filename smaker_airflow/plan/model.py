@@ -26,6 +26,7 @@ class RawJob(TypedDict):
     inputs: list[str]
     outputs: list[str]
     log: list[str]  # the job's `log:` files
+    benchmark: list[str]  # the `benchmark:` file, written like outputs
     output_patterns: list[str]  # the rule's output patterns, with wildcard constraints
     threads: int
     resources: dict[str, int | str]  # mem_mb, disk_mb, runtime (minutes) and the rule's own
@@ -71,6 +72,7 @@ class Job:
     group_task: str = ""  # the task id that runs it with the rest of its group; "" = its own task
     # temp file it writes or reads -> {task id of each job reading it: that job's arms}
     temp_readers: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    benchmark: list[str] = field(default_factory=list)  # the `benchmark:` file, written like outputs
 
     @property
     def local_id(self) -> str:

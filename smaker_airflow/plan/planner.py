@@ -20,6 +20,7 @@ from smaker_airflow.plan import groups, temp
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.job_graph import build_job_graph
 from smaker_airflow.plan.model import Job, Plan, RawJob
+from smaker_airflow.plan.settings import snakemake_settings
 
 MAX_TASK_ID = 250
 CONSTRAINT = re.compile(r"\{(\w+),[^}]*\}")
@@ -53,11 +54,14 @@ def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) ->
     arm_configs = {}
     merged: dict[_Key, _Merged] = {}
     forming, handlers = groups.GroupForming(), {}
+    settings = snakemake_settings(cfg)
     for arm in cfg.arms:
         snakefile, config = workflow_for(cfg, arm, overrides)
         arm_configs[arm] = {"snakefile": str(snakefile), "config": config}
         try:
-            graph = build_job_graph(snakefile, config, workdir=None)
+            graph = build_job_graph(
+                snakefile, config, project_root=cfg.project_root, private=[cfg.runs_root], settings=settings
+            )
         except WorkflowError as e:
             # Name the config and the arm: the Snakefile alone does not say which deployment broke.
             raise WorkflowError(f"{cfg.path} (arm '{arm}'): {e}") from None
@@ -157,6 +161,7 @@ def _job(merged: _Merged, group: str, ids: dict[_Key, str]) -> Job:
         inputs=raw["inputs"],
         outputs=raw["outputs"],
         log=raw["log"],
+        benchmark=raw["benchmark"],
         threads=raw["threads"],
         resources=raw["resources"],
         retries=raw["retries"],

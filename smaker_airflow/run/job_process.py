@@ -69,10 +69,11 @@ class JobInvocation:
     workdir: Path  # the DAG run's folder (--directory); outputs are relative to it
     target: str  # job spec for --target-jobs, e.g. "train:C=0.1,n=5" or "prep:"
     rule: str  # for --allowed-rules
-    threads: int
+    threads: int  # the job's threads as planned (Snakemake evaluates them again under --cores)
     attempt: int = 1  # Airflow try number -> Snakemake --attempt
     log_files: tuple[str, ...] = ()  # the job's `log:` files, relative to workdir
-    extra_args: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = ()  # the config's `snakemake.args` (plan/settings.py)
+    cores: int | None = None  # `snakemake.cores`, as planned; None: the job's threads
     group_targets: tuple[str, ...] = ()  # the other jobs of its group job, run in the same process
 
     @property
@@ -84,8 +85,8 @@ class JobInvocation:
         # Programming errors of the caller (the plan guarantees these), not user errors.
         if self.target.split(":", 1)[0] != self.rule:
             raise ValueError(f"target {self.target!r} is not a job of rule {self.rule!r}")
-        if self.threads < 1 or self.attempt < 1:
-            raise ValueError(f"threads and attempt must be >= 1 for {self.target!r}")
+        if self.threads < 0 or self.attempt < 1 or (self.cores is not None and self.cores < 1):
+            raise ValueError(f"threads must be >= 0, cores and attempt >= 1 for {self.target!r}")
 
 
 def snakemake_argv(inv: JobInvocation) -> list[str]:
@@ -107,8 +108,9 @@ def snakemake_argv(inv: JobInvocation) -> list[str]:
         "0",
         *_JOB_FLAGS,
     )
-    # Snakemake caps a job's threads at --cores.
-    return workflow_argv(inv.snakefile, inv.configfile, inv.workdir, cores=inv.threads, flags=job, extra=inv.extra_args)
+    # As the plan was made: `threads:` capped by --cores, `workflow.cores` equal to it.
+    cores = inv.cores if inv.cores is not None else max(inv.threads, 1)
+    return workflow_argv(inv.snakefile, inv.configfile, inv.workdir, cores=cores, flags=job, extra=inv.extra_args)
 
 
 def workflow_argv(
@@ -213,9 +215,11 @@ class JobProcess:
                 f"Stopped Snakemake process group {pgid}: an earlier try of {self.inv.target} in this run "
                 "folder was still running (its task process was killed without stopping it)."
             )
+        self.inv.workdir.mkdir(parents=True, exist_ok=True)  # its cwd; Snakemake's --directory would make it
         proc = start_in_session(
             snakemake_argv(self.inv),
             stdout=subprocess.PIPE,
+            cwd=self.inv.workdir,  # relative --profile/--conda-prefix resolve as from the project root
             env={**os.environ, "PYTHONUNBUFFERED": "1"},  # lines as they happen
         )
         self._proc = proc
@@ -369,7 +373,7 @@ def _failure_message(inv: JobInvocation, stop_reason: str | None, exit_code: int
     return (
         f"{what} in {inv.workdir} {how}. Read the log tail below and the task log "
         "above, fix the rule, its inputs or its resources, then clear the task to "
-        "run it again."
+        "run it again (a retry without a fix fails the same way)."
     )
 
 
