@@ -92,7 +92,7 @@ class WebhookNotifier(HttpNotifier):
     the path) when the endpoint answers an error status or is unreachable.
     """
 
-    template_fields = (*HttpNotifier.template_fields, "url", "payload")
+    template_fields = (*HttpNotifier.template_fields, "url", "payload")  # type: ignore[assignment]  # longer tuple
 
     def __init__(
         self,
@@ -118,7 +118,7 @@ class WebhookNotifier(HttpNotifier):
         self.payload = dict(payload) if payload is not None else None
 
     @cached_property
-    def hook(self) -> WebhookHook:  # type: ignore[override]  # a subclass of the provider's HttpHook
+    def hook(self) -> WebhookHook:
         """The request's hook; built at notify time, after Airflow rendered the templates."""
         if self.url is not None and urlsplit(self.url).scheme not in ("http", "https"):
             raise ValueError(f"webhook URL scheme must be http or https, not {urlsplit(self.url).scheme!r}")
@@ -133,7 +133,9 @@ class WebhookNotifier(HttpNotifier):
         try:
             super().notify(context)
         except requests.HTTPError as e:
-            raise RuntimeError(f"webhook at {self._host()} answered HTTP {e.response.status_code}") from None
+            raise RuntimeError(
+                f"webhook at {self._host()} answered HTTP {getattr(e.response, 'status_code', '?')}"
+            ) from None
         except requests.RequestException as e:
             raise RuntimeError(f"webhook at {self._host()} is unreachable: {type(e).__name__}") from None
         except AirflowException as e:  # HttpHook.check_response: "<status>:<reason>"
