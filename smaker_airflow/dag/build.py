@@ -33,29 +33,40 @@ def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
     # get the DAG's params merged into their context at run time anyway: attach them after.
     params = ParamsDict(arguments.pop("params"))
     with DAG(**arguments) as dag:
-        prepare = PrepareRunOperator(task_id=PREPARE_TASK, retries=0, **config_arguments(cfg))
-        groups = {
-            arm: TaskGroup(arm, tooltip=cfg.arms[arm].description or f"arm {arm}")
-            for arm in dict.fromkeys(job.group for job in plan.jobs if job.group)
-        }
-        tasks: dict[str, BaseOperator] = {}
-        for job in plan.jobs:
-            tasks[job.task_id] = SnakemakeJobOperator(
-                task_id=job.local_id,
-                task_group=groups.get(job.group),
-                job=job,
-                doc_md=docs.job_doc(job),
-                **config_arguments(cfg),
-                **task_arguments(cfg, job),
-            )
-        for job in plan.jobs:
-            upstream = [tasks[t] for t in job.upstream] or [prepare]
-            for task in upstream:
-                task >> tasks[job.task_id]
-        production.attach(dag, cfg, plan, tasks)
-        production.add_compare_task(cfg, plan, tasks)
+        build_tasks(cfg, plan, dag)
     dag.params = params
     return dag
+
+
+def build_tasks(cfg: DagConfig, plan: Plan, dag: DAG) -> tuple[BaseOperator, dict[str, BaseOperator]]:
+    """Build a workflow's tasks into `dag`, inside the TaskGroup open at the call (if any).
+
+    The one builder of the whole-DAG form (`build_dag`) and the TaskGroup form
+    (dag/task_group.py): `prepare`, one task per job (arm TaskGroups nest in the open
+    group), edges, assets, gate, publish and compare. Returns (`prepare`, plan task id -> job task).
+    """
+    prepare = PrepareRunOperator(task_id=PREPARE_TASK, retries=0, **config_arguments(cfg))
+    groups = {
+        arm: TaskGroup(arm, tooltip=cfg.arms[arm].description or f"arm {arm}")
+        for arm in dict.fromkeys(job.group for job in plan.jobs if job.group)
+    }
+    tasks: dict[str, BaseOperator] = {}
+    for job in plan.jobs:
+        tasks[job.task_id] = SnakemakeJobOperator(
+            task_id=job.local_id,
+            task_group=groups.get(job.group),
+            job=job,
+            doc_md=docs.job_doc(job),
+            **config_arguments(cfg),
+            **task_arguments(cfg, job),
+        )
+    for job in plan.jobs:
+        upstream = [tasks[t] for t in job.upstream] or [prepare]
+        for task in upstream:
+            task >> tasks[job.task_id]
+    production.attach(dag, cfg, plan, tasks)
+    production.add_compare_task(cfg, plan, tasks)
+    return prepare, tasks
 
 
 def dag_arguments(cfg: DagConfig, plan: Plan) -> dict[str, Any]:
