@@ -51,7 +51,11 @@ class SmakerOperator(BaseOperator):
 
     def run_folder(self, context: Any) -> Path:
         """This run's folder: `<runs_root>/<dag_id>/<safe run id>`."""
-        return runs.run_folder(_Location(self.runs_root, self.workflow_id or self.dag_id), context["dag_run"].run_id)
+        return self.folder_of(context["dag_run"].run_id)
+
+    def folder_of(self, run_id: str) -> Path:
+        """The folder of run `run_id` (also where no task context is at hand: lineage, callbacks)."""
+        return runs.run_folder(_Location(self.runs_root, self.workflow_id or self.dag_id), run_id)
 
     def run_state(self, context: Any) -> tuple[Path, runs.RunState, Plan]:
         """(run folder, what `prepare` fixed, the run's own plan); SmakerError when `prepare` did not run."""
