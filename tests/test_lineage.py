@@ -43,12 +43,28 @@ rule count:
         "wc -l < {input} > {output}"
 """
 
+CHECK = """
+from smaker_airflow import Stage
+
+check = Stage(config, "check", after=["count"])
+
+
+rule check:
+    input:
+        check.input("count", "count.txt"),
+    output:
+        check.final("ok.txt"),
+    shell:
+        "test {wildcards.k} -ne 2 && touch {output}"  # fails for k=2: the FAIL event
+"""
+
 CONFIG = """
 dag_id: lineage
 workflow:
   modules:
     make: workflows/make.smk
     count: workflows/count.smk
+    check: workflows/check.smk
 params:
   k: [2, 3]
 """
@@ -73,20 +89,21 @@ def run_with_lineage(project: Path, events: Path) -> str:
     result = subprocess.run(
         [sys.executable, "-c", RUN, *args], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600
     )
-    assert "RUN STATE success" in result.stdout, (result.stdout + result.stderr)[-4000:]
+    assert "RUN STATE failed" in result.stdout  # check__k-2 fails, on purpose, (result.stdout + result.stderr)[-4000:]
     return result.stdout
 
 
 def test_job_tasks_report_their_files_rule_and_wildcards(airflow_db: Path, project: Path) -> None:
     (project / "workflows" / "make.smk").write_text(MAKE)
     (project / "workflows" / "count.smk").write_text(COUNT)
+    (project / "workflows" / "check.smk").write_text(CHECK)
     load_dag(project, "lineage", CONFIG)  # the DAG file dag.test() needs, and the plan cache
     events_file = project / "openlineage.jsonl"
     run_with_lineage(project, events_file)
 
     events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
     complete = {e["job"]["name"]: e for e in events if e["eventType"] == "COMPLETE" and "." in e["job"]["name"]}
-    jobs = {f"lineage.{t}" for t in ("make__k-2", "make__k-3", "count__k-2", "count__k-3")}
+    jobs = {f"lineage.{t}" for t in ("make__k-2", "make__k-3", "count__k-2", "count__k-3", "check__k-3")}
     assert set(complete) == jobs | {"lineage.prepare"}
     assert (
         complete["lineage.prepare"]["outputs"] == []
@@ -112,3 +129,9 @@ def test_job_tasks_report_their_files_rule_and_wildcards(airflow_db: Path, proje
     assert facet["run_folder"] == str(folder) and facet["snakefile"].endswith("count.smk")
     assert facet["_producer"] and facet["_schemaURL"]
     assert count["job"]["namespace"] == "smaker-test"
+
+    # A failed job reports what it read and was to write, and which job it was.
+    [failed] = [e for e in events if e["eventType"] == "FAIL" and e["job"]["name"] == "lineage.check__k-2"]
+    assert names(failed["inputs"]) == [("file", str(folder / "count/k~2/count.txt"))]
+    assert names(failed["outputs"]) == [("file", str(folder / "check/k~2/ok.txt"))]
+    assert failed["run"]["facets"]["smaker_job"]["wildcards"] == {"k": "2"}
