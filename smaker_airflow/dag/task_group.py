@@ -18,6 +18,10 @@ settings, in this form:
   `max_active_runs`/`max_active_tasks`, `dagrun_timeout` and the run-level alerts
   (`alerts.on_success`, `alerts.on_failure` of the DAG run, `alerts.deadline`) are
   not applied; set them on your DAG.
+
+The run folder is keyed by the config's `dag_id` (the alerts find it there too), not
+the user's DAG: a config's own DAG and a DAG embedding it, on the same schedule, would
+share `scheduled__<date>` folders: schedule the workflow in one of them only.
 """
 
 from __future__ import annotations
