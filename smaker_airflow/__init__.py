@@ -3,7 +3,7 @@
 The public surface is what this module exports; it is imported lazily (as Cosmos does), so a
 Snakefile that imports `Stage` never pays for Airflow, and a DAG file never for Snakemake:
 
-- in a DAG file: `dag_from_config(path)`;
+- in a DAG file: `dag_from_config(path)`, or `SnakemakeTaskGroup(path)` inside a DAG of your own;
 - in a Snakefile: `Stage(config, name, uses=[...], after=[...])`;
 - in tests and tools: `load_config`, `DagConfig`, `build_plan`, `Plan`, `Job`, `SmakerError`, `ConfigError`.
 
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY_IMPORTS = {
     "dag_from_config": "smaker_airflow.dag.loader",
+    "SnakemakeTaskGroup": "smaker_airflow.dag.task_group",
     "Stage": "smaker_airflow.workflow.stage",
     "load_config": "smaker_airflow.config.load",
     "DagConfig": "smaker_airflow.config.load",
@@ -37,6 +38,7 @@ __all__ = [
     "Job",
     "Plan",
     "SmakerError",
+    "SnakemakeTaskGroup",
     "Stage",
     "WorkflowError",
     "__version__",
@@ -48,6 +50,7 @@ __all__ = [
 if TYPE_CHECKING:
     from smaker_airflow.config.load import DagConfig, load_config
     from smaker_airflow.dag.loader import dag_from_config
+    from smaker_airflow.dag.task_group import SnakemakeTaskGroup
     from smaker_airflow.errors import ConfigError, SmakerError, WorkflowError
     from smaker_airflow.plan.model import Job, Plan
     from smaker_airflow.plan.planner import build_plan

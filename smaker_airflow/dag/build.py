@@ -35,44 +35,43 @@ def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
     # get the DAG's params merged into their context at run time anyway: attach them after.
     params = ParamsDict(arguments.pop("params"))
     with DAG(**arguments) as dag:
-        prepare = PrepareRunOperator(task_id=PREPARE_TASK, retries=0, **config_arguments(cfg))
-        groups = {
-            arm: TaskGroup(arm, tooltip=cfg.arms[arm].description or f"arm {arm}")
-            for arm in dict.fromkeys(job.group for job in plan.jobs if job.group)
-        }
-        start = handlers.add_onstart(cfg, plan, prepare)
-        tasks: dict[str, BaseOperator] = {}
-        units = group_tasks(plan.jobs)  # one task per job; a group job's jobs share one
-        for unit in units:
-            job = unit.job
-            if len(unit.jobs) > 1:
-                operator: BaseOperator = SnakemakeGroupOperator(
-                    task_id=job.local_id,
-                    task_group=groups.get(job.group),
-                    group=unit,
-                    doc_md=docs.group_doc(job, unit.jobs),
-                    **config_arguments(cfg),
-                    **task_arguments(cfg, job),
-                )
-            else:
-                operator = SnakemakeJobOperator(
-                    task_id=job.local_id,
-                    task_group=groups.get(job.group),
-                    job=job,
-                    doc_md=docs.job_doc(job),
-                    **config_arguments(cfg),
-                    **task_arguments(cfg, job),
-                )
-            tasks.update(dict.fromkeys([unit.task_id, *(member.task_id for member in unit.jobs)], operator))
-        for unit in units:
-            upstream = [tasks[t] for t in unit.job.upstream] or [start]
-            for task in upstream:
-                task >> tasks[unit.task_id]
-        handlers.add_end_handlers(cfg, plan, start, [tasks[unit.task_id] for unit in units])
-        production.attach(dag, cfg, plan, tasks)
-        production.add_compare_task(cfg, plan, tasks)
+        build_tasks(cfg, plan, dag)
     dag.params = params
     return dag
+
+
+def build_tasks(cfg: DagConfig, plan: Plan, dag: DAG) -> tuple[BaseOperator, dict[str, BaseOperator]]:
+    """Build a workflow's tasks into `dag`, inside the TaskGroup open at the call (if any).
+
+    The one builder of the whole-DAG form (`build_dag`) and the TaskGroup form
+    (dag/task_group.py): `prepare`, one task per job (arm TaskGroups nest in the open
+    group), edges, assets, gate, publish and compare. Returns (`prepare`, plan task id -> job task).
+    """
+    prepare = PrepareRunOperator(task_id=PREPARE_TASK, retries=0, **config_arguments(cfg))
+    groups = {
+        arm: TaskGroup(arm, tooltip=cfg.arms[arm].description or f"arm {arm}")
+        for arm in dict.fromkeys(job.group for job in plan.jobs if job.group)
+    }
+    start = handlers.add_onstart(cfg, plan, prepare)
+    tasks: dict[str, BaseOperator] = {}
+    units = group_tasks(plan.jobs)  # one task per job; a group job's jobs share one
+    for unit in units:
+        job = unit.job
+        common = {"task_group": groups.get(job.group), **config_arguments(cfg), **task_arguments(cfg, job)}
+        if len(unit.jobs) > 1:
+            operator: BaseOperator = SnakemakeGroupOperator(
+                task_id=job.local_id, group=unit, doc_md=docs.group_doc(job, unit.jobs), **common
+            )
+        else:
+            operator = SnakemakeJobOperator(task_id=job.local_id, job=job, doc_md=docs.job_doc(job), **common)
+        tasks.update(dict.fromkeys([unit.task_id, *(member.task_id for member in unit.jobs)], operator))
+    for unit in units:
+        for task in [tasks[t] for t in unit.job.upstream] or [start]:
+            task >> tasks[unit.task_id]
+    handlers.add_end_handlers(cfg, plan, start, [tasks[unit.task_id] for unit in units])
+    production.attach(dag, cfg, plan, tasks)
+    production.add_compare_task(cfg, plan, tasks)
+    return prepare, tasks
 
 
 def dag_arguments(cfg: DagConfig, plan: Plan) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def attach(dag: DAG, cfg: DagConfig, plan: Plan, tasks: dict[str, BaseOperator])
             publish_dir=str(publish.to),
             artifacts=artifacts,
             sources=dict(plan.sources),
-            gate_task_id=GATE_TASK if gate is not None else None,
+            gate_task_id=upstream[0].task_id if gate is not None else None,  # group-prefixed in a TaskGroup
             keep_versions=publish.keep_versions,
             outlets=[published_asset(cfg, a.name) for a in artifacts],
             doc_md=f"Promotes {', '.join(a.name for a in artifacts)} to `{publish.to}` (atomically).",

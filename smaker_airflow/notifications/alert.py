@@ -198,14 +198,15 @@ def _job_of(folder: Path | None, task: Any) -> Job | None:
     overrides) when the run folder is known and `prepare` wrote it; else the job the task
     was built with (a job operator's `job`).
     """
-    task_id = str(getattr(task, "task_id", ""))
+    deployed = getattr(task, "job", None)
+    # The plan's id: Airflow's is prefixed by the group in a SnakemakeTaskGroup (dag/task_group.py).
+    task_id = deployed.task_id if isinstance(deployed, Job) else str(getattr(task, "task_id", ""))
     if folder is not None:
         try:
             return next((job for job in read_run_plan(folder).jobs if job.task_id == task_id), None)
         except SmakerError:  # prepare did not run (or not in this folder)
             pass
-    job = getattr(task, "job", None)
-    return job if isinstance(job, Job) else None
+    return deployed if isinstance(deployed, Job) else None
 
 
 def _first(*values: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow.sdk import BaseOperator
 
@@ -18,9 +18,14 @@ from smaker_airflow.plan.model import Plan
 from smaker_airflow.run import state as runs
 
 
+class _Location(NamedTuple):
+    runs_root: str
+    dag_id: str
+
+
 def config_arguments(cfg: DagConfig) -> dict[str, str]:
     """The keyword arguments every `SmakerOperator` of a DAG built from `cfg` takes."""
-    return {"config_path": str(cfg.path), "runs_root": str(cfg.runs_root)}
+    return {"config_path": str(cfg.path), "runs_root": str(cfg.runs_root), "workflow_id": cfg.dag_id}
 
 
 class SmakerOperator(BaseOperator):
@@ -28,13 +33,16 @@ class SmakerOperator(BaseOperator):
 
     `config_path` is the YAML config the DAG was built from; `runs_root` the folder
     that holds `<dag_id>/<run id>/` (the config's, as resolved when the DAG file was
-    parsed). The folder layout itself is `run.state.run_folder`'s.
+    parsed). The folder layout itself is `run.state.run_folder`'s. `workflow_id` is the
+    config's `dag_id`: the folder's `<dag_id>` also when the tasks sit in a TaskGroup of
+    a user's DAG (dag/task_group.py); default Airflow's `dag_id`.
     """
 
-    def __init__(self, *, config_path: str, runs_root: str, **kwargs: Any) -> None:
+    def __init__(self, *, config_path: str, runs_root: str, workflow_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config_path = config_path
         self.runs_root = runs_root
+        self.workflow_id = workflow_id
 
     @cached_property
     def config(self) -> DagConfig:
@@ -43,7 +51,11 @@ class SmakerOperator(BaseOperator):
 
     def run_folder(self, context: Any) -> Path:
         """This run's folder: `<runs_root>/<dag_id>/<safe run id>`."""
-        return runs.run_folder(self, context["dag_run"].run_id)
+        return self.folder_of(context["dag_run"].run_id)
+
+    def folder_of(self, run_id: str) -> Path:
+        """The folder of run `run_id` (also where no task context is at hand: lineage, callbacks)."""
+        return runs.run_folder(_Location(self.runs_root, self.workflow_id or self.dag_id), run_id)
 
     def run_state(self, context: Any) -> tuple[Path, runs.RunState, Plan]:
         """(run folder, what `prepare` fixed, the run's own plan); SmakerError when `prepare` did not run."""

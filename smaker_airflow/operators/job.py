@@ -8,13 +8,14 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowSkipException
 
 from smaker_airflow.operators.base import SmakerOperator
+from smaker_airflow.operators.lineage import JobLineage  # OpenLineage: inputs/outputs, rule, wildcards
 from smaker_airflow.plan.model import Job
 from smaker_airflow.run import temp
 from smaker_airflow.run.job_process import JobInvocation, JobProcess
 from smaker_airflow.run.workdir import job_settings
 
 
-class SnakemakeJobOperator(SmakerOperator):
+class SnakemakeJobOperator(JobLineage, SmakerOperator):
     """Runs one job of the plan in its own Snakemake process, in the run's folder.
 
     `job` is the job of the deployed plan (rule, threads, arms...); where the run
