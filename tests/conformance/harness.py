@@ -20,8 +20,9 @@ The reference is Snakemake itself, run from the project root of a fresh copy:
   Its job blocks are parsed, so the corpus has no `message:` (it replaces the block) and no
   file name or wildcard value holding ", ".
 
-The Airflow side uses a second fresh copy inside the DAGs folder: `load_config` and
-`build_plan` (its jobs and edges are compared with Snakemake's), then a real `dag.test()`.
+The Airflow side uses a second fresh copy inside the DAGs folder: `load_config` and the plan
+(`load_plan`: built once, cached for the DAG file; its jobs and edges are compared with
+Snakemake's), then a real `dag.test()` of the DAG file's DAG.
 Its run folder `<runs_root>/<dag_id>/<run_id>/` is compared with the native files, except:
 - `.smaker/` (the product's run state) and `.snakemake/` (Snakemake's metadata), as natively;
 - files that are the project's own files, byte for byte at the same path, and that the native
