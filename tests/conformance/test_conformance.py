@@ -38,6 +38,7 @@ KNOWN_FAULTS: dict[str, str] = {
     "18-include-workflow-layout": "configfile: not honoured and sample sheet path of the project (KeyError at validate)",
     "27-paramspace": "working directory: config/params.tsv not found at load time",
     "28-config-as-seen-by-rules": "configfile: not honoured (KeyError at validate); config gets run_date/arm keys",
+    "30-deployment-config-types": "a one-element list of params: reaches the Snakefile as a string; run succeeds wrong",
 }
 
 
