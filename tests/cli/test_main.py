@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import PROJECT
+from tests.support.project import TINY_PREP, write_project
 
 CLI = [sys.executable, "-m", "smaker_airflow.cli.main"]
 FIT = """
@@ -37,13 +37,7 @@ params:
 
 
 def tiny_project(root: Path) -> Path:
-    (root / "workflows").mkdir(parents=True)
-    (root / "configs").mkdir()
-    (root / "workflows" / "prep.smk").write_text((PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text())
-    (root / "workflows" / "fit.smk").write_text(FIT)
-    config = root / "configs" / "tiny_cli.yaml"
-    config.write_text(CONFIG)
-    return config
+    return write_project(root, "tiny_cli", CONFIG, {"prep.smk": TINY_PREP, "fit.smk": FIT})
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

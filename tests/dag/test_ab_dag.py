@@ -26,9 +26,9 @@ from smaker_airflow.operators.compare import COMPARE_TASK, CompareArmsOperator
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.run.comparison import metric_sources
-from tests.conftest import PROJECT, load_dag
+from tests.support.project import PROJECT, TINY_PREP, load_dag, write_project
 
-MINI_PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
+MINI_PREP = TINY_PREP
 MINI_FIT = """
 from smaker_airflow import Stage
 
@@ -91,14 +91,14 @@ variants:
 
 
 def mini_dag(project: Path) -> Any:
-    workflows = project / "workflows"
-    (workflows / "mini_prep.smk").write_text(MINI_PREP)
-    (workflows / "mini_fit.smk").write_text(MINI_FIT.replace("SCORE", "1 / (1 + params.alpha)"))
-    (workflows / "mini_fit_alt.smk").write_text(
-        MINI_FIT.replace("rule fit:", "rule fit_alt:").replace("SCORE", "1 - 0.1 * params.alpha")
-    )
-    (workflows / "mini_broken.smk").write_text(MINI_BROKEN)
-    return load_dag(project, "mini_ab", MINI_CONFIG)
+    workflows = {
+        "mini_prep.smk": MINI_PREP,
+        "mini_fit.smk": MINI_FIT.replace("SCORE", "1 / (1 + params.alpha)"),
+        "mini_fit_alt.smk": MINI_FIT.replace("rule fit:", "rule fit_alt:").replace("SCORE", "1 - 0.1 * params.alpha"),
+        "mini_broken.smk": MINI_BROKEN,
+    }
+    write_project(project, "mini_ab", MINI_CONFIG, workflows)
+    return load_dag(project, "mini_ab")
 
 
 def states(run: Any) -> dict[str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from smaker_airflow.config import load_config
 from smaker_airflow.dag.build import build_dag
 from smaker_airflow.plan.cache import load_plan
-from tests.conftest import PROJECT
+from tests.support.project import PROJECT
 
 # A snapshot of the A/B example's shape: any change of ids or edges must be deliberate.
 AB_EDGES = {

@@ -30,8 +30,8 @@ from smaker_airflow.dag.production import select_artifacts
 from smaker_airflow.errors import ConfigError, SmakerError
 from smaker_airflow.operators.publish import promote, prune
 from smaker_airflow.plan.cache import load_plan
-from tests.conftest import load_dag
-from tests.notifications.test_webhook import HttpRecorder, start_recorder
+from tests.support.http import HttpRecorder, start_recorder
+from tests.support.project import load_dag
 
 TOY_MODULE = """
 from smaker_airflow import Stage

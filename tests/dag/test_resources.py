@@ -18,7 +18,7 @@ from smaker_airflow.dag.resources import default_task_resources, task_resources
 from smaker_airflow.errors import ConfigError
 from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.plan.model import Job, Plan
-from tests.conftest import load_dag
+from tests.support.project import load_dag
 
 # One job that needs everything: 4 threads, 2000 MB memory, 5000 MB disk, one GPU.
 HEAVY_MODULE = """

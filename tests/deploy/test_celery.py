@@ -34,8 +34,9 @@ from smaker_airflow.deploy.celery import WORKER_NAME_ENV, CeleryAirflow, _worker
 from smaker_airflow.errors import SmakerError
 from smaker_airflow.operators.job import SnakemakeJobOperator
 from smaker_airflow.run.state import safe_run_id
-from tests.conftest import PROJECT, load_dag
-from tests.test_local_airflow import free_port, processes_of
+from tests.support.net import free_port
+from tests.support.processes import processes_of
+from tests.support.project import PROJECT, load_dag
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379

@@ -15,7 +15,7 @@ import pytest
 from smaker_airflow.config import load_config
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.planner import build_plan
-from tests.conftest import PROJECT
+from tests.support.project import PROJECT
 
 SAMPLES = PROJECT / "tests" / "samples"
 MODULES = """

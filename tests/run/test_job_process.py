@@ -29,8 +29,9 @@ from smaker_airflow.run.job_process import (
     read_log_tails,
     snakemake_argv,
 )
+from tests.support.project import PROJECT
 
-SAMPLES = Path(__file__).parent / "samples" / "execution"
+SAMPLES = PROJECT / "tests" / "samples" / "execution"
 SNAKEFILE = SAMPLES / "Snakefile"
 
 
