@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.project import TINY_PREP, write_project
 
 CLI = [sys.executable, "-m", "smaker_airflow.cli.main"]
@@ -69,6 +71,7 @@ def test_run_executes_the_workflow_with_plain_snakemake(tmp_path: Path) -> None:
     assert (workdir / "prep/size~3/data.txt").read_text().strip() == "3"
 
 
+@pytest.mark.slow
 def test_list_and_validate_report_a_broken_config_without_hiding_the_good_one(tmp_path: Path) -> None:
     tiny_project(tmp_path)
     (tmp_path / "configs" / "broken.yaml").write_text("dag_id: broken\nworkflow: {snakefile: nowhere.smk}\n")

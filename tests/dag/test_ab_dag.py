@@ -307,6 +307,7 @@ def test_a_failed_arm_still_gets_the_comparison_of_the_others(
     assert "mini_ab: no metrics for broken alpha=0.5, broken alpha=2.0" in log
 
 
+@pytest.mark.slow
 def test_a_shape_changing_override_fails_in_prepare(
     airflow_db: Path, project: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -325,6 +326,7 @@ def test_a_shape_changing_override_fails_in_prepare(
     assert "Nothing to compare: this run's `prepare` task did not finish" in log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("conf", "form_checked", "says"),
     [
@@ -364,6 +366,7 @@ def test_injections_are_refused_in_prepare_before_any_job(
     assert says in "".join(capfd.readouterr())
 
 
+@pytest.mark.slow
 def test_airflow_refuses_a_run_whose_conf_breaks_the_form(airflow_db: Path, project: Path) -> None:
     """The first gate: Airflow validates dag_run.conf against the Params before it creates the run."""
     dag = mini_dag(project)

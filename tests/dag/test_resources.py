@@ -246,6 +246,7 @@ def test_mount_path_needs_a_volume_claim(heavy: tuple[Path, Plan]) -> None:
         heavy_dag(heavy, config)
 
 
+@pytest.mark.slow
 def test_dag_files_without_kubernetes_never_import_the_kubernetes_client(project: Path) -> None:
     """The client costs about a second (more without bytecode caches) on every DAG file import."""
     (project / "workflows" / "heavy.smk").write_text(HEAVY_MODULE)
@@ -263,6 +264,7 @@ def test_dag_files_without_kubernetes_never_import_the_kubernetes_client(project
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_a_job_takes_its_threads_in_pool_slots_in_a_real_run(airflow_db: Path, project: Path) -> None:
     from airflow.models.pool import Pool
 

@@ -86,6 +86,7 @@ def test_two_values_of_a_training_parameter_share_ingest_and_preprocess(project:
     assert snakemake_job_count(snakefile, config, project / "dry") == rules
 
 
+@pytest.mark.slow
 def test_arms_share_jobs_and_sit_in_their_own_groups(project: Path) -> None:
     shutil.copy(PROJECT / "configs" / "ab_test.yaml", project / "configs" / "ab_test.yaml")
     cfg = load_config(project / "configs" / "ab_test.yaml")
