@@ -3,6 +3,10 @@
 The environment is set before anything imports Airflow (this file is loaded
 first by pytest). Scratch projects are made inside the DAGs folder, so their
 DAG files are found there, as `dag.test()` requires (it parses that folder).
+
+The fixtures every folder shares live here; the code behind them is in tests/support/.
+Every test under tests/system/ is marked `slow`: the fast tier (`-m "not slow"`) leaves
+out real schedulers, `dag.test()` runs and many-Snakemake runs.
 """
 
 from __future__ import annotations
@@ -14,11 +18,19 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parent.parent
+from tests.support.project import PROJECT, load_dag
+
+if TYPE_CHECKING:
+    from tests.support.airflow_server import Server
+    from tests.support.http import HttpRecorder
+    from tests.support.smtp import SmtpRecorder
+
+__all__ = ["PROJECT", "load_dag"]  # still importable from here; new code imports tests.support.project
+
 _HOME = Path(tempfile.mkdtemp(prefix="smaker-airflow-test-home-"))
 os.environ.update(
     {
@@ -54,19 +66,42 @@ def project() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def load_dag(project: Path, config_name: str, text: str | None = None) -> Any:
-    """Write configs/<name>.yaml (or copy the project's example) and its DAG file; return the DAG."""
-    from smaker_airflow.dag.loader import dag_file_text, dag_from_config
+@pytest.fixture(scope="session")
+def airflow_server() -> Iterator[Server]:
+    """One real local Airflow for the system tests (started on first use, stopped at session end)."""
+    from tests.support.airflow_server import start_server, stop_server
 
-    config = project / "configs" / f"{config_name}.yaml"
-    if text is not None:
-        config.write_text(text)
-    elif not config.exists():
-        shutil.copy(PROJECT / "configs" / f"{config_name}.yaml", config)
-    dag_file = project / "dags" / f"{config_name}.py"
-    dag_file.parent.mkdir(exist_ok=True)
-    dag_file.write_text(dag_file_text(config, project / "dags"))
-    return dag_from_config(config, fileloc=str(dag_file))
+    server = start_server()
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture
+def http_recorder() -> Iterator[HttpRecorder]:
+    """A loopback HTTP server recording every POST (webhook and Slack alerts)."""
+    from tests.support.http import http_recorder
+
+    with http_recorder() as recorder:
+        yield recorder
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpRecorder]:
+    """A real SMTP server on loopback recording messages and logins."""
+    from tests.support.smtp import smtp_recorder
+
+    with smtp_recorder() as recorder:
+        yield recorder
+
+
+SYSTEM = Path(__file__).resolve().parent / "system"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/system/ slow (real schedulers, dag.test() runs, faults, load)."""
+    for item in items:
+        if item.path.is_relative_to(SYSTEM):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -228,6 +228,7 @@ def test_config_mistake(name: str) -> None:
     assert isinstance(caught.value, ConfigError) and caught.value.path == str(path.resolve())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SNAKEFILE_MISTAKES))
 def test_snakefile_mistake(name: str, planned: dict[str, Any]) -> None:
     _, mistake = SNAKEFILE_MISTAKES[name]
@@ -236,6 +237,7 @@ def test_snakefile_mistake(name: str, planned: dict[str, Any]) -> None:
     assert_reported(str(outcome), mistake)
 
 
+@pytest.mark.slow
 def test_good_config_plans(planned: dict[str, Any]) -> None:
     """The reference config plans: every Snakefile row fails because of its one mistake, not the fixtures."""
     plan = planned["good"]
@@ -272,6 +274,7 @@ def airflow_form_refuses(cfg: Any, conf: dict[str, Any]) -> bool:
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CLI_SUBSET)
 def test_cli_validate_reports(name: str, cli_run: subprocess.CompletedProcess[str], planned: dict[str, Any]) -> None:
     """Exit 1; the config's line is exactly the one-paragraph message of the in-process check; no traceback."""

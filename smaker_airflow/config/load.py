@@ -216,6 +216,7 @@ def _build(path: Path, root: Path, raw: dict[str, Any]) -> DagConfig:
         description=raw.get("description", ""),
         workflow_style=style,
         snakefile=snakefile,
+        run_keys=bool(workflow.get("run_keys", snakefile is None)),
         params=params,
         arms=arms,
         control=control,

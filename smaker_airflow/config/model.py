@@ -206,6 +206,10 @@ class DagConfig:
     description: str
     workflow_style: str  # "generalized" (modules with Stage), "smaker" (Smaker modules) or "plain"
     snakefile: Path | None  # plain Snakefile, when the workflow is not modular
+    # `config["run_date"]` and `config["arm"]` for the jobs. A plain Snakefile's config is left as
+    # the team wrote it unless `workflow.run_keys: true` (a workflow that dumps its config must
+    # write the same bytes as natively); modular workflows always get them.
+    run_keys: bool
     params: dict[str, list[Any]]  # every value a list (the grid); declaration order kept
     arms: dict[str, Arm]  # at least one arm; the YAML key is `variants:`
     control: str

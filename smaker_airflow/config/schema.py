@@ -112,6 +112,10 @@ SCHEMA: dict[str, Any] = {
                 "snakefile": {"type": "string", "minLength": 1},
                 "modules": _modules,
                 "style": {"enum": ["generalized", "smaker"]},
+                "run_keys": {
+                    "type": "boolean",
+                    "description": "add `run_date` and `arm` to a plain Snakefile's config (modules always get them)",
+                },
             },
             "oneOf": [{"required": ["snakefile"]}, {"required": ["modules"]}],
         },

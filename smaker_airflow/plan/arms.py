@@ -22,7 +22,8 @@ def workflow_for(
 ) -> tuple[Path, dict[str, Any]]:
     """(snakefile, config) for one arm; `run_date` is `config["run_date"]` in every style."""
     params = cfg.arm_params(arm, overrides)
-    base = {**cfg.snakemake_config, "run_date": run_date, "arm": arm}
+    run_keys = {"run_date": run_date, "arm": arm} if cfg.run_keys else {}
+    base = {**cfg.snakemake_config, **run_keys}
     if cfg.snakefile is not None:
         # A plain Snakefile reads its parameters straight from `config`, typed as the YAML
         # wrote them: a one-element list stays a list, a scalar stays a scalar.

@@ -21,25 +21,10 @@ from pathlib import Path
 import pytest
 
 from tests.conformance import harness
-from tests.conftest import load_dag
+from tests.support.project import load_dag
 
 # case -> the kind of fault it shows today (issue 11). Remove a line when its case passes.
-KNOWN_FAULTS: dict[str, str] = {
-    "01-tutorial-shell-log": "working directory: data/ inputs of the project missing at planning (MissingInputException)",
-    "02-configfile-directive": "configfile: not honoured (KeyError at validate)",
-    "03-glob-wildcards": "working directory: glob_wildcards over data/ finds nothing; jobs dropped, run succeeds wrong",
-    "04-sample-sheet-input-function": "working directory: sample sheet not found at load time (FileNotFoundError)",
-    "05-temp-shared-input": "temp() output never deleted",
-    "06-pipe-output": "pipe() producer and consumer run as separate tasks; the producer fails",
-    "07-onstart-onsuccess-handlers": "onstart/onsuccess never run; jobs that need onstart fail",
-    "08-threads-zero": "threads: 0 fails every task (internal ValueError)",
-    "09-threads-cores": "threads: workflow.cores refused at planning (no --cores N)",
-    "10-touch-flag-rules": "action-less touch() flag jobs dropped from the plan",
-    "18-include-workflow-layout": "configfile: not honoured and sample sheet path of the project (KeyError at validate)",
-    "27-paramspace": "working directory: config/params.tsv not found at load time",
-    "28-config-as-seen-by-rules": "configfile: not honoured (KeyError at validate); config gets run_date/arm keys",
-    "30-deployment-config-types": "a one-element list of params: reaches the Snakefile as a string; run succeeds wrong",
-}
+KNOWN_FAULTS: dict[str, str] = {}
 
 
 def _params() -> list[pytest.param]:

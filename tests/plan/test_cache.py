@@ -100,6 +100,7 @@ def write_dag_file(config: Path) -> Path:
 # --------------------------------------------------------------------------- warm imports
 
 
+@pytest.mark.slow
 def test_warm_import_reads_the_cache_without_snakemake_or_a_metadata_db(
     daily: DagConfig, own_cache: Path, tmp_path: Path
 ) -> None:
@@ -120,6 +121,7 @@ def test_warm_import_reads_the_cache_without_snakemake_or_a_metadata_db(
     assert kinds == {".json", ".lock"}
 
 
+@pytest.mark.slow
 def test_compile_prebuilds_the_cache_so_the_first_import_is_warm(
     daily: DagConfig, own_cache: Path, tmp_path: Path
 ) -> None:
@@ -337,6 +339,7 @@ def _reader(config: str, start: Any, stop: Any, found: Any) -> None:
     found.put(sizes)
 
 
+@pytest.mark.slow
 def test_concurrent_writers_never_show_readers_a_partial_file(daily: DagConfig) -> None:
     sizes = [500 + n for n in range(WORKERS)]  # each writer's plan has its own size
     cache.write(daily, replace(_fake_plan(daily, 499), sources=cache.fingerprint(cache.source_files(daily))))
@@ -381,6 +384,7 @@ def _build(config: str, start: Any, found: Any) -> None:
     found.put((plan.to_json(), len(built)))
 
 
+@pytest.mark.slow
 def test_concurrent_cold_imports_build_the_plan_once_and_agree(daily: DagConfig) -> None:
     context = multiprocessing.get_context("fork")
     start = context.Barrier(WORKERS)

@@ -15,7 +15,7 @@ import pytest
 from smaker_airflow.config import load_config
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.planner import build_plan
-from tests.conftest import PROJECT
+from tests.support.project import PROJECT
 
 SAMPLES = PROJECT / "tests" / "samples"
 MODULES = """
@@ -86,6 +86,7 @@ def test_two_values_of_a_training_parameter_share_ingest_and_preprocess(project:
     assert snakemake_job_count(snakefile, config, project / "dry") == rules
 
 
+@pytest.mark.slow
 def test_arms_share_jobs_and_sit_in_their_own_groups(project: Path) -> None:
     shutil.copy(PROJECT / "configs" / "ab_test.yaml", project / "configs" / "ab_test.yaml")
     cfg = load_config(project / "configs" / "ab_test.yaml")

@@ -18,7 +18,7 @@ from smaker_airflow.dag.resources import default_task_resources, task_resources
 from smaker_airflow.errors import ConfigError
 from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.plan.model import Job, Plan
-from tests.conftest import load_dag
+from tests.support.project import load_dag
 
 # One job that needs everything: 4 threads, 2000 MB memory, 5000 MB disk, one GPU.
 HEAVY_MODULE = """
@@ -246,6 +246,7 @@ def test_mount_path_needs_a_volume_claim(heavy: tuple[Path, Plan]) -> None:
         heavy_dag(heavy, config)
 
 
+@pytest.mark.slow
 def test_dag_files_without_kubernetes_never_import_the_kubernetes_client(project: Path) -> None:
     """The client costs about a second (more without bytecode caches) on every DAG file import."""
     (project / "workflows" / "heavy.smk").write_text(HEAVY_MODULE)
@@ -263,6 +264,7 @@ def test_dag_files_without_kubernetes_never_import_the_kubernetes_client(project
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_a_job_takes_its_threads_in_pool_slots_in_a_real_run(airflow_db: Path, project: Path) -> None:
     from airflow.models.pool import Pool
 

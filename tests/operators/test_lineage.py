@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import PROJECT, load_dag
+from tests.support.project import PROJECT, load_dag
 
 MAKE = """
 from smaker_airflow import Stage

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PROJECT, load_dag
+from tests.support.project import PROJECT, load_dag
 
 
 def readme_example() -> str:

@@ -25,9 +25,8 @@ from smaker_airflow.run.comparison import (
     metric_sources,
     write_comparison,
 )
-from tests.conftest import PROJECT
+from tests.support.project import PROJECT, TINY_PREP, write_project
 
-PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
 FIT = """
 from smaker_airflow import Stage
 
@@ -196,14 +195,11 @@ def test_missing_arm_and_absent_control(tmp_path: Path) -> None:
 
 def test_grid_points_are_labelled_and_compared_point_by_point(tmp_path: Path) -> None:
     """Real plan of a grid: one row per (arm, grid point), labelled with the wildcards that differ."""
-    workflows = tmp_path / "workflows"
-    workflows.mkdir()
-    (workflows / "prep.smk").write_text(PREP)
-    (workflows / "fit.smk").write_text(FIT)
-    (workflows / "fit_alt.smk").write_text(FIT.replace("rule fit:", "rule fit_alt:"))
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "grid.yaml").write_text(GRID_CONFIG)
-    plan = load_plan(load_config(tmp_path / "configs" / "grid.yaml"))
+    fit_alt = FIT.replace("rule fit:", "rule fit_alt:")
+    config = write_project(
+        tmp_path, "grid", GRID_CONFIG, {"prep.smk": TINY_PREP, "fit.smk": FIT, "fit_alt.smk": fit_alt}
+    )
+    plan = load_plan(load_config(config))
     sources = metric_sources(plan)
     scores = {"control": {"0.5": 0.5, "2.0": 0.6}, "alt": {"0.5": 0.7, "2.0": 0.65}, "fixed": {"1.0": 0.55}}
     for source in sources:

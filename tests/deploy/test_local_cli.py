@@ -25,8 +25,9 @@ from smaker_airflow.dag.loader import dag_file_text
 from smaker_airflow.deploy.local import LocalAirflow
 from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.run.state import safe_run_id
-from tests.conftest import PROJECT
-from tests.test_local_airflow import free_port, processes_of
+from tests.support.net import free_port
+from tests.support.processes import processes_of
+from tests.support.project import PROJECT
 
 CLI = Path(sys.executable).parent / "smaker-airflow"
 CONFIGS = ("ab_test", "daily_retraining")

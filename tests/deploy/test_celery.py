@@ -5,8 +5,8 @@ what it started), creates a database of its own, starts api-server, scheduler,
 dag-processor and two `airflow celery worker` processes (one task slot each),
 runs the A/B DAG through the REST API and reads from the task instance
 records which worker ran which task. The fast ones check that Airflow knows
-every setting we pass, and that a worker that cannot see the run folder says
-so (the shared-filesystem requirement).
+every setting we pass; what a worker that cannot see the run folder says is in
+tests/operators/test_job.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -32,10 +31,10 @@ import pytest
 from smaker_airflow.dag.loader import dag_file_text
 from smaker_airflow.deploy.celery import WORKER_NAME_ENV, CeleryAirflow, _worker_ready, worker_hostname
 from smaker_airflow.errors import SmakerError
-from smaker_airflow.operators.job import SnakemakeJobOperator
 from smaker_airflow.run.state import safe_run_id
-from tests.conftest import PROJECT, load_dag
-from tests.test_local_airflow import free_port, processes_of
+from tests.support.net import free_port
+from tests.support.processes import processes_of
+from tests.support.project import PROJECT
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -212,23 +211,6 @@ def test_worker_counts_as_ready_after_its_last_start_only(tmp_path: Path) -> Non
     log.write_text(log.read_text() + "=== smaker-airflow celery 2026-11-25 13:00:00 ===\nstarting\n")
     assert not _worker_ready(log, "celery-worker-1")  # that line came from the previous start
     assert not _worker_ready(tmp_path / "missing.log", "celery-worker-1")
-
-
-def test_worker_without_the_run_folder_says_it_needs_a_shared_filesystem(project: Path) -> None:
-    """What a Celery worker on another machine sees when runs_root is not mounted there."""
-    dag = load_dag(project, "ab_test")
-    task = dag.get_task("control.train")
-    assert isinstance(task, SnakemakeJobOperator)
-    run_id = "manual__2026-11-25T10:00:00+00:00"
-    folder = Path(task.runs_root) / "ab_test" / safe_run_id(run_id)
-    assert not folder.exists()  # `prepare` ran on another machine
-    context: dict[str, Any] = {"dag_run": SimpleNamespace(run_id=run_id), "ti": SimpleNamespace(try_number=1)}
-    with pytest.raises(SmakerError) as caught:
-        task.execute(context)
-    message = str(caught.value)
-    assert str(folder / ".smaker" / "run.json") in message
-    assert "not on a filesystem this worker shares with the others" in message
-    assert "mount the runs root at the same path on every worker" in message
 
 
 # -- slow: the real thing ------------------------------------------------------------------

@@ -11,15 +11,12 @@ requests without a token.
 
 from __future__ import annotations
 
-import email
 import json
 import os
 import re
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -31,13 +28,12 @@ from smaker_airflow.config import load_config
 from smaker_airflow.deploy.rest import AirflowAuthError, AirflowClient
 from smaker_airflow.errors import ConfigError
 from smaker_airflow.plan.cache import cache_path
-from tests.conftest import load_dag
-from tests.notifications.test_webhook import HttpRecorder, start_recorder
-from tests.test_faults import Server, airflow_server, free_port
+from tests.support.airflow_server import Server
+from tests.support.http import HttpRecorder
+from tests.support.project import PROJECT, load_dag
+from tests.support.smtp import SmtpRecorder
 
-__all__ = ["airflow_server"]  # the shared server fixture, imported for pytest
-
-PACKAGE = Path(__file__).resolve().parent.parent / "smaker_airflow"
+PACKAGE = PROJECT / "smaker_airflow"
 
 # --- safe YAML ------------------------------------------------------------------------------------
 
@@ -165,49 +161,13 @@ alerts:
 """
 
 
-@dataclass
-class SmtpServer:
-    port: int
-    logins: list[tuple[str, str]] = field(default_factory=list)
-    messages: list[Message] = field(default_factory=list)
+@pytest.fixture
+def slack_hook(http_recorder: HttpRecorder) -> HttpRecorder:
+    return http_recorder
 
 
 @pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    """A real SMTP server that accepts AUTH without TLS (loopback only) and records the logins."""
-    from aiosmtpd.controller import Controller
-    from aiosmtpd.smtp import AuthResult, LoginPassword
-
-    server = SmtpServer(free_port())
-
-    def authenticate(smtp: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-        assert isinstance(data, LoginPassword)
-        server.logins.append((data.login.decode(), data.password.decode()))
-        return AuthResult(success=True)
-
-    class Handler:
-        async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:  # the name aiosmtpd calls
-            server.messages.append(email.message_from_bytes(envelope.content))
-            return "250 OK"
-
-    controller = Controller(
-        Handler(), hostname="127.0.0.1", port=server.port, authenticator=authenticate, auth_require_tls=False
-    )
-    controller.start()
-    yield server
-    controller.stop()
-
-
-@pytest.fixture
-def slack_hook() -> Iterator[HttpRecorder]:
-    recorder = start_recorder()
-    yield recorder
-    recorder.server.shutdown()
-    recorder.server.server_close()
-
-
-@pytest.fixture
-def secret_connections(smtp_server: SmtpServer, slack_hook: HttpRecorder, monkeypatch: pytest.MonkeyPatch) -> None:
+def secret_connections(smtp_server: SmtpRecorder, slack_hook: HttpRecorder, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the secrets live: Airflow connections from the environment, never the YAML."""
     extra = {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@localhost", "retry_limit": 1}
     smtp = {
@@ -241,7 +201,7 @@ def test_connection_secrets_never_reach_logs_plans_or_docs(
     airflow_db: Path,
     project: Path,
     secret_connections: None,
-    smtp_server: SmtpServer,
+    smtp_server: SmtpRecorder,
     slack_hook: HttpRecorder,
     capfd: pytest.CaptureFixture[str],
 ) -> None:

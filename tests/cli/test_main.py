@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import PROJECT
+import pytest
+
+from tests.support.project import TINY_PREP, write_project
 
 CLI = [sys.executable, "-m", "smaker_airflow.cli.main"]
 FIT = """
@@ -37,13 +39,7 @@ params:
 
 
 def tiny_project(root: Path) -> Path:
-    (root / "workflows").mkdir(parents=True)
-    (root / "configs").mkdir()
-    (root / "workflows" / "prep.smk").write_text((PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text())
-    (root / "workflows" / "fit.smk").write_text(FIT)
-    config = root / "configs" / "tiny_cli.yaml"
-    config.write_text(CONFIG)
-    return config
+    return write_project(root, "tiny_cli", CONFIG, {"prep.smk": TINY_PREP, "fit.smk": FIT})
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -75,6 +71,7 @@ def test_run_executes_the_workflow_with_plain_snakemake(tmp_path: Path) -> None:
     assert (workdir / "prep/size~3/data.txt").read_text().strip() == "3"
 
 
+@pytest.mark.slow
 def test_list_and_validate_report_a_broken_config_without_hiding_the_good_one(tmp_path: Path) -> None:
     tiny_project(tmp_path)
     (tmp_path / "configs" / "broken.yaml").write_text("dag_id: broken\nworkflow: {snakefile: nowhere.smk}\n")

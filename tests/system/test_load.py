@@ -17,15 +17,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PROJECT
-from tests.test_faults import Server, airflow_server, incomplete_markers, interval, max_overlap
-
-__all__ = ["airflow_server"]  # the shared server fixture, imported for pytest
+from tests.support.airflow_server import Server, interval, max_overlap
+from tests.support.project import TINY_PREP, incomplete_markers
 
 RUNS = 10
 MAX_ACTIVE_RUNS = 3
 MAX_ACTIVE_TASKS = 1
-LOAD_PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
 LOAD_FIT = """
 from smaker_airflow import Stage
 
@@ -77,7 +74,7 @@ def check_outputs(server: Server, run_id: str) -> None:
 @pytest.mark.slow
 def test_ten_runs_queued_at_once_complete_within_the_caps(airflow_server: Server) -> None:
     server = airflow_server
-    server.deploy("load_mini", LOAD_CONFIG, {"load_prep.smk": LOAD_PREP, "load_fit.smk": LOAD_FIT})
+    server.deploy("load_mini", LOAD_CONFIG, {"load_prep.smk": TINY_PREP, "load_fit.smk": LOAD_FIT})
     start = time.monotonic()
     run_ids = [server.client.trigger("load_mini", run_id=f"load_{i:02d}")["dag_run_id"] for i in range(RUNS)]
     queued = time.monotonic() - start

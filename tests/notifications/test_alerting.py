@@ -9,16 +9,13 @@ task states, files, and the messages the servers received.
 from __future__ import annotations
 
 import asyncio
-import email
 import json
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -27,67 +24,27 @@ from airflow.sdk import BaseNotifier
 
 from smaker_airflow.config import load_config
 from smaker_airflow.config.notifiers import notifier_specs
+from smaker_airflow.errors import ConfigError
 from smaker_airflow.notifications.callbacks import AlertCallback, deadline_missed
 from smaker_airflow.notifications.factory import build_notifier
-from tests.conftest import PROJECT, load_dag
-from tests.notifications.test_webhook import HttpRecorder, start_recorder
+from tests.support.http import HttpRecorder, http_recorder
+from tests.support.net import free_port
+from tests.support.project import PROJECT, load_dag
+from tests.support.smtp import SmtpRecorder, message_text, smtp_recorder
 
 # --- real servers ----------------------------------------------------------------------------
 
 
-@dataclass
-class SmtpRecorder:
-    port: int
-    messages: list[Message] = field(default_factory=list)
-
-    def connection(self) -> str:
-        """An Airflow SMTP connection (AIRFLOW_CONN_... JSON) to this server: no TLS, no login."""
-        extra = {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@localhost", "retry_limit": 1}
-        return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": self.port, "extra": extra})
-
-    def bodies(self, subject_part: str) -> list[str]:
-        return [_body(m) for m in self.messages if subject_part in str(m["Subject"])]
-
-
-def _body(message: Message) -> str:
-    parts = message.walk() if message.is_multipart() else [message]
-    texts = []
-    for part in parts:
-        payload = part.get_payload(decode=True)
-        if isinstance(payload, bytes):
-            texts.append(payload.decode(part.get_content_charset() or "utf-8"))
-    return "\n".join(texts)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def smtp_server() -> Iterator[SmtpRecorder]:
-    from aiosmtpd.controller import Controller
-
-    recorder = SmtpRecorder(_free_port())
-
-    class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # the name aiosmtpd calls
-            recorder.messages.append(email.message_from_bytes(envelope.content))
-            return "250 Message accepted for delivery"
-
-    controller = Controller(Handler(), hostname="127.0.0.1", port=recorder.port)
-    controller.start()
-    yield recorder
-    controller.stop()
+    with smtp_recorder() as recorder:
+        yield recorder
 
 
 @pytest.fixture(scope="module")
 def web_server() -> Iterator[HttpRecorder]:
-    recorder = start_recorder()
-    yield recorder
-    recorder.server.shutdown()
-    recorder.server.server_close()
+    with http_recorder() as recorder:
+        yield recorder
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +123,11 @@ def alarms_config(web: HttpRecorder, record_file: Path) -> str:
         {"type": "webhook", "url": web.url + "/hook"},
         {"type": "slack", "webhook_conn_id": "slack_hook_test"},
         {"type": "slack", "conn_id": "slack_api_test", "channel": "#ml-alerts"},
-        {"type": "class", "class": "tests.test_alerting.RecordingNotifier", "kwargs": {"path": str(record_file)}},
+        {
+            "type": "class",
+            "class": "tests.notifications.test_alerting.RecordingNotifier",
+            "kwargs": {"path": str(record_file)},
+        },
         {"type": "smtp", "enabled": False, "conn_id": "nowhere", "to": "nobody@example.com"},
     ]
     config = {
@@ -417,6 +378,23 @@ def test_alert_reads_the_run_folder_the_config_names(tmp_path: Path) -> None:
 
 
 # The checks of a notifier spec and of the deadline are config checks: tests/config/test_checks.py.
+def test_specs_drop_disabled_and_check_targets() -> None:
+    specs = notifier_specs(
+        [{"type": "smtp", "to": "a@b.c"}, {"type": "webhook", "enabled": False, "url": "http://127.0.0.1:9"}],
+        "alerts.on_failure",
+    )
+    assert [(s.kind, s.key) for s in specs] == [("smtp", "alerts.on_failure[0]")]
+    cases = [
+        ({"type": "slack", "channel": "#x"}, "exactly one of `conn_id`"),
+        ({"type": "webhook", "url": "http://u:pw@127.0.0.1/x"}, "carries credentials"),
+        ({"type": "webhook"}, "exactly one of `url`"),
+        ({"type": "class", "class": "tests.notifications.test_alerting.NoSuchNotifier"}, "cannot import"),
+        ({"type": "class", "class": "tests.support.smtp.SmtpRecorder"}, "not a subclass of airflow.sdk.BaseNotifier"),
+    ]
+    for raw, message in cases:
+        with pytest.raises(ConfigError, match=message) as info:
+            notifier_specs([{"type": "smtp", "to": "a@b.c"}, raw], "alerts.on_retry", "configs/x.yaml")
+        assert info.value.key.startswith("alerts.on_retry[1]")
 
 
 def test_each_type_builds_its_airflow_notifier(tmp_path: Path) -> None:
@@ -431,7 +409,11 @@ def test_each_type_builds_its_airflow_notifier(tmp_path: Path) -> None:
         {"type": "slack", "conn_id": "slack_api", "channel": "#c"},
         {"type": "slack", "webhook_conn_id": "slack_hook"},
         {"type": "webhook", "conn_id": "hook", "endpoint": "/x"},
-        {"type": "class", "class": "tests.test_alerting.RecordingNotifier", "kwargs": {"path": str(tmp_path / "r")}},
+        {
+            "type": "class",
+            "class": "tests.notifications.test_alerting.RecordingNotifier",
+            "kwargs": {"path": str(tmp_path / "r")},
+        },
     ]
     built = [build_notifier(spec) for spec in notifier_specs(raw, "alerts.on_failure")]
     assert [type(n) for n in built] == [
@@ -517,14 +499,14 @@ def test_deadline_callback_sends_mail(connections: None, smtp_server: SmtpRecord
     [message] = smtp_server.messages[before:]
     assert message["Subject"] == "[Airflow] DEADLINE MISSED late run scheduled__2026-11-03T00:00:00+00:00"
     assert message["To"] == "oncall@example.com"
-    body = _body(message)
+    body = message_text(message)
     assert "not finished 45 minutes after it was queued" in body and "2026-11-03T00:45:05" in body
 
 
 def test_broken_notifier_does_not_stop_the_others(connections: None, smtp_server: SmtpRecorder) -> None:
     specs = notifier_specs(
         [
-            {"type": "webhook", "url": f"http://127.0.0.1:{_free_port()}/down"},
+            {"type": "webhook", "url": f"http://127.0.0.1:{free_port()}/down"},
             {"type": "smtp", "conn_id": "smtp_test", "to": "a@example.com"},
         ],
         "alerts.on_failure",
@@ -532,7 +514,7 @@ def test_broken_notifier_does_not_stop_the_others(connections: None, smtp_server
     before = len(smtp_server.messages)
     AlertCallback("failure", specs, dag_level=True)({"run_id": "r1", "reason": "timed_out"})
     [message] = smtp_server.messages[before:]
-    assert "exceeded its dagrun_timeout" in _body(message)
+    assert "exceeded its dagrun_timeout" in message_text(message)
 
 
 def test_example_config_alerts_are_valid() -> None:
@@ -575,7 +557,7 @@ def test_deadline_fires_in_a_real_airflow(tmp_path: Path, web_server: HttpRecord
     )
     load_plan(load_config(config))  # planned now: the dag-processor reads the cache
     (tmp_path / "dags" / "late_real.py").write_text(dag_file_text(config, tmp_path / "dags"))
-    local = LocalAirflow(home=tmp_path / ".airflow", dags_folder=tmp_path / "dags", port=_free_port())
+    local = LocalAirflow(home=tmp_path / ".airflow", dags_folder=tmp_path / "dags", port=free_port())
 
     def posts(path: str) -> list[Any]:
         return [r.body for r in web_server.requests if r.path == path]

@@ -34,8 +34,8 @@ from smaker_airflow.run.choices import remap_targets
 from smaker_airflow.run.gate import judge
 from smaker_airflow.run.publish import artifact_paths, promote, prune, publish
 from smaker_airflow.run.state import RunState, plan_for_run
-from tests.conftest import load_dag
-from tests.notifications.test_webhook import HttpRecorder, start_recorder
+from tests.support.http import HttpRecorder, start_recorder
+from tests.support.project import load_dag
 
 TOY_MODULE = """
 from smaker_airflow import Stage

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +26,9 @@ import pytest
 
 from smaker_airflow.deploy.local import PID_FILE, LocalAirflow
 from smaker_airflow.errors import SmakerError
-from tests.conftest import PROJECT, load_dag
+from tests.support.net import free_port
+from tests.support.processes import processes_of
+from tests.support.project import PROJECT, load_dag
 
 DAG_FILE = """
 from __future__ import annotations
@@ -41,29 +43,6 @@ with DAG("la_touch", schedule=None, start_date=pendulum.datetime(2024, 1, 1), ca
 with DAG("la_nap", schedule=None, start_date=pendulum.datetime(2024, 1, 1), catchup=False):
     BashOperator(task_id="nap", bash_command="sleep 300")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def processes_of(home: Path, pgids: Collection[int] = ()) -> list[str]:
-    """Every live process that mentions `home` in its command line or environment, or is in `pgids`."""
-    found = []
-    needle = str(home)
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        try:
-            cmdline = " ".join(proc.info["cmdline"] or [])
-            mentions = needle in cmdline or needle in json.dumps(proc.environ())
-            if mentions or os.getpgid(proc.pid) in pgids:
-                found.append(f"{proc.pid} {cmdline}")
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 def make_local(tmp_path: Path, port: int | None = None) -> LocalAirflow:

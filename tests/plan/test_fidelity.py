@@ -28,9 +28,9 @@ from smaker_airflow.plan.planner import build_plan
 from smaker_airflow.plan.settings import DEFAULT_CORES, OWNED_FLAGS, SnakemakeSettings, snakemake_settings
 from smaker_airflow.plan.workdir import link_project
 from smaker_airflow.run.job_process import JobInvocation, JobProcess, snakemake_argv
-from tests.conftest import load_dag
+from tests.support.project import SAMPLES, load_dag
 
-CASES = Path(__file__).resolve().parent / "samples" / "fidelity"
+CASES = SAMPLES / "fidelity"
 SKIPPED = {".snakemake", ".smaker", ".smaker-cache", "runs", "dags"}
 
 

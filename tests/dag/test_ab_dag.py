@@ -27,9 +27,9 @@ from smaker_airflow.operators.compare import CompareArmsOperator
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.run.state import read_run_plan
-from tests.conftest import PROJECT, load_dag
+from tests.support.project import PROJECT, TINY_PREP, load_dag, write_project
 
-MINI_PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
+MINI_PREP = TINY_PREP
 MINI_FIT = """
 from smaker_airflow import Stage
 
@@ -92,14 +92,14 @@ variants:
 
 
 def mini_dag(project: Path) -> Any:
-    workflows = project / "workflows"
-    (workflows / "mini_prep.smk").write_text(MINI_PREP)
-    (workflows / "mini_fit.smk").write_text(MINI_FIT.replace("SCORE", "1 / (1 + params.alpha)"))
-    (workflows / "mini_fit_alt.smk").write_text(
-        MINI_FIT.replace("rule fit:", "rule fit_alt:").replace("SCORE", "1 - 0.1 * params.alpha")
-    )
-    (workflows / "mini_broken.smk").write_text(MINI_BROKEN)
-    return load_dag(project, "mini_ab", MINI_CONFIG)
+    workflows = {
+        "mini_prep.smk": MINI_PREP,
+        "mini_fit.smk": MINI_FIT.replace("SCORE", "1 / (1 + params.alpha)"),
+        "mini_fit_alt.smk": MINI_FIT.replace("rule fit:", "rule fit_alt:").replace("SCORE", "1 - 0.1 * params.alpha"),
+        "mini_broken.smk": MINI_BROKEN,
+    }
+    write_project(project, "mini_ab", MINI_CONFIG, workflows)
+    return load_dag(project, "mini_ab")
 
 
 def states(run: Any) -> dict[str, str]:
@@ -312,6 +312,7 @@ def test_a_failed_arm_still_gets_the_comparison_of_the_others(
     assert "mini_ab: no metrics for broken alpha=0.5, broken alpha=2.0" in log
 
 
+@pytest.mark.slow
 def test_a_shape_changing_override_fails_in_prepare(
     airflow_db: Path, project: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -330,6 +331,7 @@ def test_a_shape_changing_override_fails_in_prepare(
     assert "Nothing to compare: this run's `prepare` task did not finish" in log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("conf", "form_checked", "says"),
     [
@@ -369,6 +371,7 @@ def test_injections_are_refused_in_prepare_before_any_job(
     assert says in "".join(capfd.readouterr())
 
 
+@pytest.mark.slow
 def test_airflow_refuses_a_run_whose_conf_breaks_the_form(airflow_db: Path, project: Path) -> None:
     """The first gate: Airflow validates dag_run.conf against the Params before it creates the run."""
     dag = mini_dag(project)

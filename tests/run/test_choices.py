@@ -23,9 +23,8 @@ from smaker_airflow.plan.model import Plan
 from smaker_airflow.plan.planner import build_plan
 from smaker_airflow.run.choices import form_fields, parse_choices, remap_targets
 from smaker_airflow.run.state import plan_for_run, read_run_plan, write_run_plan
-from tests.conftest import PROJECT
+from tests.support.project import PROJECT, TINY_PREP, write_project
 
-PREP = (PROJECT / "tests" / "samples" / "tiny" / "prep.smk").read_text()
 FIT = """
 from smaker_airflow import Stage
 
@@ -70,12 +69,7 @@ variants:
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory: pytest.TempPathFactory) -> DagConfig:
     root = tmp_path_factory.mktemp("form")
-    (root / "workflows").mkdir()
-    (root / "workflows" / "prep.smk").write_text(PREP)
-    (root / "workflows" / "fit.smk").write_text(FIT)
-    (root / "configs").mkdir()
-    (root / "configs" / "form_test.yaml").write_text(CONFIG)
-    return load_config(root / "configs" / "form_test.yaml")
+    return load_config(write_project(root, "form_test", CONFIG, {"prep.smk": TINY_PREP, "fit.smk": FIT}))
 
 
 @pytest.fixture(scope="module")

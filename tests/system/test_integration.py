@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_dag
+from tests.support.project import load_dag
 
 BROKEN_MODULE = """
 from smaker_airflow import Stage

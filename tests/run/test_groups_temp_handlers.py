@@ -19,9 +19,9 @@ import pytest
 from smaker_airflow.config import load_config
 from smaker_airflow.errors import WorkflowError
 from smaker_airflow.plan.planner import build_plan
-from tests.conftest import load_dag
+from tests.support.project import SAMPLES, load_dag
 
-SAMPLES = Path(__file__).parent / "samples" / "fidelity"
+FIDELITY = SAMPLES / "fidelity"
 NOT_OUTPUTS = (".snakemake", ".smaker")  # Snakemake's metadata, smaker-airflow's run state
 
 
@@ -80,15 +80,15 @@ def states(run: Any) -> dict[str, str]:
 def test_fidelity_case_leaves_the_native_files(
     airflow_db: Path, project: Path, tmp_path: Path, case: str, config: str
 ) -> None:
-    expected = native_run(SAMPLES / case, tmp_path)
-    with_case(project, SAMPLES / case)
+    expected = native_run(FIDELITY / case, tmp_path)
+    with_case(project, FIDELITY / case)
     run, folder = airflow_run(project, config)
     assert run.state == "success", states(run)
     assert hashes(folder) == expected
 
 
 def test_temp_readers_and_pipe_groups_are_planned(project: Path) -> None:
-    with_case(project, SAMPLES / "04-temp-shared-input")
+    with_case(project, FIDELITY / "04-temp-shared-input")
     plan = build_plan(load_config(project / "configs" / "tempshared.yaml"))
     decompress = plan.job("decompress")
     assert decompress.temp_outputs == ["tmp/big.txt"]
@@ -96,7 +96,7 @@ def test_temp_readers_and_pipe_groups_are_planned(project: Path) -> None:
 
 
 def test_a_pipe_and_its_reader_are_one_task_with_the_jobs_in_its_docs(project: Path) -> None:
-    with_case(project, SAMPLES / "05-pipe-output")
+    with_case(project, FIDELITY / "05-pipe-output")
     dag = load_dag(project, "piped")
     assert {t.task_id for t in dag.tasks} == {"prepare", "group_pipe"}
     task = dag.get_task("group_pipe")
@@ -301,7 +301,7 @@ def test_a_temp_file_waits_only_for_readers_of_the_selected_arms(project: Path) 
     from smaker_airflow.run.state import RunState
     from smaker_airflow.run.temp import release
 
-    with_case(project, SAMPLES / "04-temp-shared-input")
+    with_case(project, FIDELITY / "04-temp-shared-input")
     plan = build_plan(load_config(project / "configs" / "tempshared.yaml"))
     folder = project / "runs" / "one"
     (folder / "tmp").mkdir(parents=True)

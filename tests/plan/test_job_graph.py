@@ -135,6 +135,7 @@ def test_contract_tiny_workflow_jobs_and_edges() -> None:
 # --------------------------------------------------------------------------- the graph
 
 
+@pytest.mark.slow
 def test_job_count_matches_snakemake_dry_run(grid: JobGraph, tmp_path: Path) -> None:
     stats = dry_run_job_stats(GRID, GRID_CONFIG, tmp_path)
     ours = Counter(job["rule"] for job in grid.jobs)
@@ -145,6 +146,7 @@ def test_job_count_matches_snakemake_dry_run(grid: JobGraph, tmp_path: Path) -> 
     assert len(grid.jobs) == total - 1 == 10
 
 
+@pytest.mark.slow
 def test_wide_workflow_count_matches_dry_run(tmp_path: Path) -> None:
     config = {"n": 300}
     graph = build_job_graph(SAMPLES / "many.smk", config)
@@ -217,6 +219,7 @@ def test_snakefile_and_line_of_included_rules(grid: JobGraph) -> None:
     assert jobs["summarize:source=web,C=1"]["lineno"] == 21
 
 
+@pytest.mark.slow
 def test_targets_are_what_snakemake_target_jobs_accepts(grid: JobGraph, tmp_path: Path) -> None:
     from snakemake.target_jobs import parse_target_jobs_cli_args
 

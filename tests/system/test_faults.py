@@ -6,7 +6,7 @@ partial output is kept), and run folders that cannot be written (full disk, read
 disk, a file in the way: ``prepare`` fails with a clear message and nothing is published).
 
 A real local Airflow (api-server, scheduler, dag-processor; LocalExecutor), started once
-per session and shared with tests/test_load.py and tests/test_security.py: two runs at
+per session (tests/support/airflow_server.py) and shared with test_load.py and test_security.py: two runs at
 once plus a backfill (separate run folders), a task marked failed over REST and a task
 that overruns its ``runtime`` (no process left behind), and the scheduler SIGKILLed
 mid-run and restarted (the run completes). docs/errors.md, "Faults, security and load",
@@ -22,15 +22,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,208 +38,18 @@ import psutil
 import pytest
 
 from smaker_airflow._procs import group_alive
-from smaker_airflow.config import load_config
-from smaker_airflow.dag.loader import dag_file_text
-from smaker_airflow.deploy.local import LocalAirflow
-from smaker_airflow.deploy.rest import AirflowClient
-from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.run import state as runs
 from smaker_airflow.run.job_process import JobInvocation, JobProcess, snakemake_argv, stop_leftovers
-from tests.conftest import load_dag
+from tests.support.airflow_server import Server, interval, max_overlap, when
+from tests.support.processes import alive, kill_groups, pgid, processes_in, stop_processes_in, wait_until
+from tests.support.project import PROJECT, SAMPLES, incomplete_markers, load_dag
 
-SAMPLE_SNAKEFILE = Path(__file__).parent / "samples" / "execution" / "Snakefile"
-
-# --- helpers shared with test_load.py and test_security.py ---------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, poll: float = 0.5) -> float:
-    """Poll until check() holds; return the seconds it took."""
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < timeout, f"{what} did not happen within {timeout:g} s"
-        time.sleep(poll)
-    return time.monotonic() - start
-
-
-def incomplete_markers(folder: Path) -> list[Path]:
-    markers = folder / ".snakemake" / "incomplete"
-    return list(markers.iterdir()) if markers.is_dir() else []
-
-
-def processes_in(folder: Path) -> list[str]:
-    """Live processes that run inside the folder or name it on their command line ("pid cmdline").
-
-    Snakemake gets the run folder as --directory and chdirs there; its shell and the
-    job's commands inherit that working directory.
-    """
-    needle = str(folder)
-    found = []
-    for proc in psutil.process_iter(["cmdline", "cwd", "status"]):
-        if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        cwd = proc.info["cwd"] or ""
-        if needle in cmdline or cwd == needle or cwd.startswith(needle + os.sep):
-            found.append(f"{proc.pid} {cmdline}")
-    return found
-
-
-def stop_processes_in(folder: Path) -> None:
-    """Cleanup after a failed check: stop the process groups of whatever still runs in the folder."""
-    groups = {_pgid(int(line.split()[0])) for line in processes_in(folder)}
-    _kill_groups({g for g in groups if g is not None and g != os.getpgrp()})
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def max_overlap(intervals: Iterable[tuple[datetime, datetime]]) -> int:
-    """The largest number of intervals open at one instant (one ending as another starts: no overlap)."""
-    events = sorted((moment, step) for start, end in intervals for moment, step in ((start, 1), (end, -1)))
-    open_now = peak = 0
-    for _, step in events:  # at equal times -1 sorts first
-        open_now += step
-        peak = max(peak, open_now)
-    return peak
-
-
-def when(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def interval(row: dict[str, Any]) -> tuple[datetime, datetime]:
-    """Start and end of a DAG run or task instance as the REST API reports them."""
-    return when(row["start_date"]), when(row["end_date"])
-
-
-@dataclass
-class Server:
-    """A running local Airflow and the project whose dags/ folder it parses."""
-
-    local: LocalAirflow
-    project: Path
-    client: AirflowClient
-    seconds_to_start: float
-    children: list[subprocess.Popen[bytes]] = field(default_factory=list)  # schedulers started by a test
-    stray_groups: set[int] = field(default_factory=set)  # process groups a killed scheduler left
-
-    def folder(self, dag_id: str, run_id: str) -> Path:
-        return self.project / "runs" / dag_id / runs.safe_run_id(run_id)
-
-    def deploy(self, dag_id: str, config: str, workflows: dict[str, str]) -> None:
-        """Write a config, its workflow and its DAG file; wait until Airflow has parsed it; unpause it."""
-        # One folder per DAG: a plan depends on every file of its workflow's folder.
-        folder = self.project / "workflows" / dag_id
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, text in workflows.items():
-            (folder / name).write_text(text)
-        config_path = self.project / "configs" / f"{dag_id}.yaml"
-        config_path.write_text(config)
-        load_plan(load_config(config_path))  # warm the plan cache the dag-processor reads
-        dags = self.project / "dags"
-        (dags / f"{dag_id}.py").write_text(dag_file_text(config_path, dags))
-        self.client.wait_for_dag(dag_id, timeout=180)
-        self.client.unpause(dag_id)
-
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        """A REST call the client has no method for, sent with the client's token."""
-        request = urllib.request.Request(
-            self.client.base_url + path,
-            method=method,
-            headers={"Authorization": f"Bearer {self.client.token()}", "Accept": "application/json"},
-        )
-        if body is not None:
-            request.data = json.dumps(body).encode()
-            request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-        return json.loads(raw) if raw.strip() else None
-
-    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return list(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"])
-
-    def wait_for_runs(self, dag_id: str, count: int, timeout: float) -> list[dict[str, Any]]:
-        """Wait until the DAG has `count` runs, all finished; return them."""
-        done: list[dict[str, Any]] = []
-
-        def finished() -> bool:
-            done[:] = self.dag_runs(dag_id)
-            return len(done) >= count and all(r["state"] in ("success", "failed") for r in done)
-
-        wait_until(finished, timeout, f"{count} finished runs of {dag_id}", poll=2)
-        return done
-
-    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
-        return {ti["task_id"]: ti for ti in self.client.task_instances(dag_id, run_id)}
-
-
-_SHARED: dict[str, Server] = {}
-
-
-@pytest.fixture(scope="session")
-def airflow_server(request: pytest.FixtureRequest) -> Server:
-    """One local Airflow for the slow tests here, in test_load.py and in test_security.py.
-
-    Those modules import this fixture; pytest then holds one copy per module, so the
-    server itself is cached here and started once (30-60 s on a loaded machine).
-    """
-    if "server" not in _SHARED:
-        _SHARED["server"] = _start_server()
-        request.addfinalizer(_stop_server)
-    return _SHARED["server"]
-
-
-def _start_server() -> Server:
-    root = Path(tempfile.mkdtemp(prefix="smaker-faults-"))
-    project = root / "project"
-    for sub in ("configs", "workflows", "dags", "gates"):
-        (project / sub).mkdir(parents=True)
-    # Four task slots: more than the load test's caps, so that the caps are what binds.
-    local = LocalAirflow(
-        home=root / ".airflow", dags_folder=project / "dags", port=free_port(), triggerer=False, parallelism=4
-    )
-    try:
-        info = local.up(timeout=300)
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
-    print(f"\nlocal Airflow healthy in {info.seconds} s at {info.url}")
-    return Server(local, project, local.client(), info.seconds or 0.0)
-
-
-def _stop_server() -> None:
-    server = _SHARED.pop("server")
-    try:
-        server.local.down()
-    finally:
-        _kill_groups(server.stray_groups)
-        for proc in server.children:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-        shutil.rmtree(server.local.home.parent, ignore_errors=True)
-
-
-def _kill_groups(groups: set[int]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pgid in groups:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, sig)
-        time.sleep(1)
+SAMPLE_SNAKEFILE = SAMPLES / "execution" / "Snakefile"
 
 
 # --- the docs --------------------------------------------------------------------------------------
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
+DOCS = PROJECT / "docs" / "errors.md"
 SECTION = "## Faults, security and load"
 
 
@@ -601,16 +410,9 @@ def job_tree(folder: Path, name: str) -> list[psutil.Process]:
     snakemake = shell.parent()
     assert snakemake is not None and "snakemake" in " ".join(snakemake.cmdline())
     group = os.getpgid(snakemake.pid)
-    members = [p for p in psutil.process_iter() if _pgid(p.pid) == group]
+    members = [p for p in psutil.process_iter() if pgid(p.pid) == group]
     assert {"sleep", "bash"} <= {p.name() for p in members}  # the tree really has grandchildren
     return members
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
 
 
 def gone(procs: list[psutil.Process]) -> bool:
@@ -792,6 +594,6 @@ def test_scheduler_killed_mid_run_and_restarted_completes_the_run(airflow_server
     assert processes_in(folder) == []
     health = server.client.health()
     assert health["scheduler"]["status"] == "healthy"
-    _kill_groups({old})
+    kill_groups({old})
     server.stray_groups.discard(old)
     print(f"\nscheduler restart: run done {seconds:.1f} s after the restart; tries first={tis['first']['try_number']}")

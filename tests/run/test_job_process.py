@@ -29,8 +29,9 @@ from smaker_airflow.run.job_process import (
     read_log_tails,
     snakemake_argv,
 )
+from tests.support.project import PROJECT
 
-SAMPLES = Path(__file__).parent / "samples" / "execution"
+SAMPLES = PROJECT / "tests" / "samples" / "execution"
 SNAKEFILE = SAMPLES / "Snakefile"
 
 
@@ -193,6 +194,7 @@ def test_invocation_rejects_a_target_of_another_rule(tmp_path: Path) -> None:
 # --- running one job ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_runs_only_the_target_job_with_its_threads(tmp_path: Path, workdir: Path) -> None:
     run_job(make_invocation(tmp_path, "prep:sample=a", log_files=("logs/prep_a.log",)))
     assert outputs(workdir) == {"data/a.txt", "logs/prep_a.log"}
@@ -236,6 +238,7 @@ def test_output_lines_reach_on_line_while_the_job_runs(tmp_path: Path) -> None:
     assert finished - arrivals["started slow s"] > 1.5
 
 
+@pytest.mark.slow
 def test_attempt_reaches_attempt_aware_resources(tmp_path: Path, workdir: Path) -> None:
     run_job(make_invocation(tmp_path, "attempt:name=x", attempt=3))
     assert (workdir / "attempt/x.txt").read_text() == "30\n"
@@ -278,6 +281,7 @@ def test_read_log_tails_reads_only_the_end_of_big_logs(tmp_path: Path) -> None:
 # --- stopping the job ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_timeout_stops_the_whole_process_tree(tmp_path: Path, workdir: Path) -> None:
     watcher = Watcher("started slow", lambda job: None)
     job = JobProcess(make_invocation(tmp_path, "slow:name=t", slow_seconds=120), on_line=watcher)

@@ -25,6 +25,7 @@ from smaker_airflow.deploy.rest import (
     AirflowWaitTimeout,
 )
 from smaker_airflow.errors import SmakerError
+from tests.support.net import free_port
 
 DAGS = """
 from __future__ import annotations
@@ -58,12 +59,6 @@ with DAG("rest_nap", schedule=None, start_date=START, catchup=False):
 # Safe-mode discovery only parses files that mention both words.
 BROKEN = '# an airflow dag file\nraise RuntimeError("broken on purpose")\n'
 DAG_IDS = ("rest_echo", "rest_fail", "rest_wide", "rest_nap")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- fast: no Airflow --------------------------------------------------------------
