@@ -325,7 +325,7 @@ def publish(
     sources: Mapping[str, str],
     gate: Any = None,
     keep_versions: int | None = None,
-) -> tuple[Path, list[Path]]:
+) -> Publication:
     """Promote the files of `paths` as a new version with its provenance; prune beyond `keep_versions`.
 
     `sources` is file -> sha256 of the code the plan was built from; `gate` the quality
