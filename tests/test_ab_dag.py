@@ -232,6 +232,18 @@ def test_compare_runs_after_every_final_job_and_only_with_arms() -> None:
     assert render.PREPARE_TASK in single.task_dict
 
 
+def test_a_dag_without_arms_has_no_arms_field_in_its_trigger_form() -> None:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    daily = load_config(PROJECT / "configs" / "daily_retraining.yaml")
+    assert list(daily.arms) == ["base"]  # no `variants:`
+    single = render.build_dag(daily, load_plan(daily))
+    form = DagSerialization.to_dict(single)["dag"]["params"]  # what the UI's trigger form is built from
+    assert "arms" not in dict(single.params) and "arms" not in json.dumps(form)
+    ab = load_config(PROJECT / "configs" / "ab_test.yaml")
+    assert dict(render.build_dag(ab, load_plan(ab)).params)["arms"] == ["control", "forest", "strong_reg"]
+
+
 def test_a_job_named_compare_is_a_config_error(project: Path) -> None:
     (project / "workflows" / "mini_prep.smk").write_text(MINI_PREP.replace("rule prep:", "rule compare:"))
     (project / "workflows" / "mini_fit.smk").write_text(MINI_FIT.replace("SCORE", "1.0"))

@@ -36,6 +36,9 @@ from smaker_airflow.run.publish import artifact_paths, promote, prune, publish
 from smaker_airflow.run.state import RunState, plan_for_run
 from tests.conftest import load_dag
 from tests.notifications.test_webhook import HttpRecorder, start_recorder
+from tests.test_faults import Server, airflow_server
+
+__all__ = ["airflow_server"]  # the shared real-Airflow fixture (tests/test_faults.py), imported for pytest
 
 TOY_MODULE = """
 from smaker_airflow import Stage
@@ -550,3 +553,77 @@ def test_published_versions_follow_the_umask(tmp_path: Path, umask: int, folder_
     assert done.version.stat().st_mode & 0o777 == folder_mode  # another user can read `current/`
     assert (done.version / "provenance.json").stat().st_mode & 0o777 == file_mode
     assert (done.version / "model.pkl").stat().st_mode & 0o777 == file_mode
+
+
+# --- backfills on a real scheduler ----------------------------------------------------------------
+
+DAILY_SNAKEFILE = """
+rule all:
+    input: "model.pkl"
+
+rule train:
+    output: "model.pkl"
+    params: day=config["run_date"]
+    shell: "echo model of {params.day} > {output}"
+"""
+
+
+@pytest.mark.slow
+def test_backfill_of_old_dates_leaves_todays_model_in_production(airflow_server: Server) -> None:
+    """Today's model is in production; a backfill of three past dates retrains them and publishes nothing."""
+    from datetime import timedelta
+
+    server = airflow_server
+    today = datetime.now(UTC).date()
+    config = (
+        f"dag_id: backfill_prod\nschedule: '@daily'\nstart_date: '{today - timedelta(days=10)}'\ncatchup: false\n"
+        "workflow:\n  snakefile: workflows/backfill_prod/daily.smk\npublish:\n  to: production/backfill_prod\n"
+    )
+    server.deploy("backfill_prod", config, {"daily.smk": DAILY_SNAKEFILE})  # unpaused: its scheduled run starts
+    server.wait_for_runs("backfill_prod", 1, timeout=300)
+    manual = server.client.trigger("backfill_prod")["dag_run_id"]  # no logical date: run date today
+    assert server.client.wait_for_run("backfill_prod", manual, timeout=300)["state"] == "success"
+    target = server.project / "production" / "backfill_prod"
+    in_production = os.readlink(target / "current")
+    assert json.loads((target / "current" / "provenance.json").read_text())["run_id"] == manual
+
+    backfill = {
+        "dag_id": "backfill_prod",
+        "from_date": (datetime.now(UTC) - timedelta(days=6)).replace(hour=0, minute=0, second=0).isoformat(),
+        "to_date": (datetime.now(UTC) - timedelta(days=4)).replace(hour=0, minute=0, second=0).isoformat(),
+    }
+    assert server.api("POST", "/api/v2/backfills/dry_run", backfill)["total_entries"] == 3
+    server.api("POST", "/api/v2/backfills", backfill)
+    done = server.wait_for_runs("backfill_prod", 5, timeout=600)
+
+    backfilled = [r for r in done if r["run_type"] == "backfill"]
+    assert len(backfilled) == 3 and {r["state"] for r in done} == {"success"}
+    for run in backfilled:
+        folder = server.folder("backfill_prod", run["dag_run_id"])
+        day = json.loads((folder / ".smaker" / "run.json").read_text())["run_date"]
+        assert day < str(today) and (folder / "model.pkl").read_text() == f"model of {day}\n"  # retrained
+        assert server.task_instances("backfill_prod", run["dag_run_id"])["publish"]["state"] == "skipped"
+        verdict = server.client.xcom("backfill_prod", run["dag_run_id"], "publish")
+        assert verdict["published"] is False and f"run date {day} is older" in verdict["reason"]
+        assert verdict["current"] == in_production.split("/")[1]
+    assert os.readlink(target / "current") == in_production  # `current` did not move
+    assert len(list((target / "versions").iterdir())) == 2  # the scheduled and the manual run, nothing else
+
+
+@pytest.mark.slow
+def test_a_job_whose_upstream_was_marked_success_by_hand_names_that_task(
+    airflow_db: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    project = _scratch_project("scratch-marked-")
+    text = toy_config("http://127.0.0.1:9", project / "q.txt").split("alerts:")[0].replace("toy_prod", "toy_marked")
+    dag = load_dag(project, "toy_marked", text)
+    run = dag.test(mark_success_pattern="^train")  # `train` is set to success and never runs: no model.pkl
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"prepare": "success", "train": "success", "evaluate": "failed"}
+    folder = project / "runs" / "toy_marked" / run.run_id.replace(":", "_").replace("+", "_")
+    assert not (folder / "train" / "C~1.0" / "model.pkl").exists()
+    out = capfd.readouterr()
+    assert "evaluate: input(s) missing" in out.out + out.err
+    assert "train/C~1.0/model.pkl should have been written by task train" in out.out + out.err
+    assert not (folder / ".snakemake").exists()  # refused before Snakemake started
+    shutil.rmtree(project, ignore_errors=True)

@@ -22,10 +22,15 @@ _ARTICLES = {bool: "a boolean", int: "an integer", float: "a number", str: "a st
 
 
 def form_fields(cfg: DagConfig) -> dict[str, dict[str, Any]]:
-    """The trigger form as plain Param specs: name -> keyword arguments of airflow.sdk.Param."""
+    """The trigger form as plain Param specs: name -> keyword arguments of airflow.sdk.Param.
+
+    "Arms to run" only for a config with two arms or more: with one there is nothing to choose
+    (`parse_choices` then runs every arm, as it does when the field is left out).
+    """
     arms = list(cfg.arms)
-    fields: dict[str, dict[str, Any]] = {
-        ARMS_PARAM: {
+    fields: dict[str, dict[str, Any]] = {}
+    if len(arms) > 1:
+        fields[ARMS_PARAM] = {
             "default": arms,
             "type": "array",
             "items": {"type": "string", "enum": arms},
@@ -35,7 +40,6 @@ def form_fields(cfg: DagConfig) -> dict[str, dict[str, Any]]:
             "minItems": 1,
             "uniqueItems": True,
         }
-    }
     for name, description in cfg.overridable.items():
         values = cfg.params[name]
         kind = _TYPES[type(values[0])]
