@@ -62,7 +62,7 @@ def write_note(dag_run: Any, session: Any) -> None:
             dag_run.note = note
     else:
         dag_run.dag_run_note.content = note
-    session.flush()
+    # No flush: the change is written with the run's new state, by the caller's commit.
 
 
 def _on_finished(dag_run: Any) -> None:
