@@ -336,7 +336,9 @@ def test_a_failed_arm_still_gets_the_comparison_of_the_others(
     assert_table_matches_files(folder, summary)
     assert xcom(run, COMPARE_TASK) == summary  # in XCom although the task failed
     log = "".join(capfd.readouterr())
-    assert "| alt alpha=0.5 | 0.95 (+0.283333) | 10 (+0) |" in log  # the table, in the task log
+    assert (
+        "| alt alpha=0.5 | alpha=0.5, mode=fast, size=10 | 0.95 (+0.283333) | 10 (+0) |" in log
+    )  # the table, in the task log
     assert "mini_ab: no metrics for broken alpha=0.5, broken alpha=2.0" in log
 
 
