@@ -589,10 +589,12 @@ def test_backfill_of_old_dates_leaves_todays_model_in_production(airflow_server:
 
     backfill = {
         "dag_id": "backfill_prod",
-        "from_date": (datetime.now(UTC) - timedelta(days=6)).replace(hour=0, minute=0, second=0).isoformat(),
-        "to_date": (datetime.now(UTC) - timedelta(days=4)).replace(hour=0, minute=0, second=0).isoformat(),
+        # Noon to noon: the three midnights -6, -5 and -4 days are inside, whatever the ends' inclusivity.
+        "from_date": (datetime.now(UTC) - timedelta(days=7)).replace(hour=12, minute=0, second=0).isoformat(),
+        "to_date": (datetime.now(UTC) - timedelta(days=4)).replace(hour=12, minute=0, second=0).isoformat(),
     }
-    assert server.api("POST", "/api/v2/backfills/dry_run", backfill)["total_entries"] == 3
+    planned = server.api("POST", "/api/v2/backfills/dry_run", backfill)
+    assert planned["total_entries"] == 3, planned
     server.api("POST", "/api/v2/backfills", backfill)
     done = server.wait_for_runs("backfill_prod", 5, timeout=600)
 
