@@ -25,11 +25,12 @@ from typing import Any
 import pytest
 
 from smaker_airflow.config import load_config
+from smaker_airflow.dag.form import form_fields
 from smaker_airflow.dag.loader import check_unique_dag_id, dag_file_text
 from smaker_airflow.errors import ConfigError, OverrideError, SmakerError, WorkflowError
 from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.plan.model import Plan
-from smaker_airflow.run.choices import form_fields, parse_choices
+from smaker_airflow.run.choices import parse_choices
 
 SAMPLES = Path(__file__).parent / "samples" / "errors"
 CONFIGS = SAMPLES / "configs"

@@ -250,8 +250,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     if comparison:
         table = comparison.get("table", comparison) if isinstance(comparison, dict) else comparison
         console.print(str(table), markup=False, highlight=False, soft_wrap=True)
-        # A task cannot write its own run's note; the CLI can, so the UI shows the table on the run.
-        client.set_note(args.dag_id, run["dag_run_id"], str(table))
+        # The run's note already holds the table: the scheduler's listener wrote it (dag/run_note.py).
     return 0 if run["state"] == "success" else 1
 
 

@@ -14,6 +14,7 @@ from airflow.sdk.definitions.param import ParamsDict
 
 from smaker_airflow.config import DagConfig
 from smaker_airflow.dag import alerts, docs, handlers, production, resources
+from smaker_airflow.dag.form import form_fields
 from smaker_airflow.operators.base import config_arguments
 from smaker_airflow.operators.group import SnakemakeGroupOperator
 from smaker_airflow.operators.job import SnakemakeJobOperator
@@ -21,7 +22,6 @@ from smaker_airflow.operators.prepare import PrepareRunOperator
 from smaker_airflow.plan.checks import check_plan
 from smaker_airflow.plan.groups import group_tasks
 from smaker_airflow.plan.model import Job, Plan
-from smaker_airflow.run.choices import form_fields
 
 PREPARE_TASK = "prepare"
 

@@ -34,9 +34,9 @@ from airflow.sdk.definitions._internal.contextmanager import DagContext
 
 from smaker_airflow.config import DagConfig, load_config
 from smaker_airflow.dag import build, docs
+from smaker_airflow.dag.form import form_fields
 from smaker_airflow.errors import ConfigError
 from smaker_airflow.plan.checks import check_plan
-from smaker_airflow.run.choices import form_fields
 
 
 class SnakemakeTaskGroup(TaskGroup):

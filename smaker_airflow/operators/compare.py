@@ -6,12 +6,12 @@ Because it is the DAG's leaf, Airflow derives the run's state from it, so it
 fails (after writing what it could) when an arm it expected left no metrics,
 or when `prepare` never ran: the run never looks green when an arm failed.
 
-Where a user sees the result without opening files: the task log (the table),
-the XCom `return_value` (JSON summary with a "table" key; `smaker-airflow
-trigger --wait` prints it). The DAG run's note is not set: the Task SDK's
-execution API has no call to change the running DAG run's note (only the note
-of a run that a task triggers), and the public REST API needs credentials a
-worker does not have. The task is added by dag/production.py.
+Where a user sees the result without opening files: the DAG run's note (the
+table with each arm's parameter values and the run's overrides, for every run
+whoever triggered it; written when the run finishes by dag/run_note.py from
+this task's XCom, because the Task SDK has no call that sets the running DAG
+run's note), the task log (the full table) and the XCom `return_value` (JSON
+summary with "table" and "note" keys). The task is added by dag/production.py.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class CompareArmsOperator(SmakerOperator):
     trigger-form overrides that moved them are followed. XCom return value (also
     pushed when the task fails for missing metrics): `run.comparison.write_comparison`'s
     summary, ``{"dag_id", "run_id", "control", "arms", "metrics", "rows", "missing",
-    "reference", "files": {"json", "markdown", "chart"}, "table": markdown}``.
+    "reference", "overrides", "files": {"json", "markdown", "chart"}, "table": markdown, "note": the
+    run note's markdown (at most 1,000 characters)}``.
     """
 
     ui_color = "#fff3e0"
@@ -52,6 +53,7 @@ class CompareArmsOperator(SmakerOperator):
             control=cfg.control,
             dag_id=cfg.dag_id,
             run_id=state.run_id,
+            overrides=state.overrides,
         )
         summary = write_comparison(comparison, folder)
         for line in summary["table"].splitlines():

@@ -7,9 +7,10 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
+from smaker_airflow.errors import SmakerError
 from smaker_airflow.operators.base import SmakerOperator
 from smaker_airflow.operators.lineage import JobLineage  # OpenLineage: inputs/outputs, rule, wildcards
-from smaker_airflow.plan.model import Job
+from smaker_airflow.plan.model import Job, Plan
 from smaker_airflow.run import temp
 from smaker_airflow.run.job_process import JobInvocation, JobProcess
 from smaker_airflow.run.workdir import job_settings
@@ -41,6 +42,7 @@ class SnakemakeJobOperator(JobLineage, SmakerOperator):
             raise AirflowSkipException(f"arm(s) {', '.join(self.job.arms)} not selected for this run")
         arm = self.job.arm if self.job.arm in selected else selected[0]
         job = plan.job(self.job.task_id)
+        check_upstream_outputs(folder, plan, job)
         invocation = JobInvocation(
             snakefile=Path(state.configs[arm]["snakefile"]),
             configfile=Path(state.configs[arm]["configfile"]),
@@ -65,3 +67,21 @@ class SnakemakeJobOperator(JobLineage, SmakerOperator):
     def on_kill(self) -> None:
         if self._process is not None:
             self._process.kill()
+
+
+def check_upstream_outputs(folder: Path, plan: Plan, job: Job) -> None:
+    """Raise SmakerError naming each input of `job` that an upstream task should have written in `folder`.
+
+    Upstream tasks that "succeeded" without writing their outputs (marked success by
+    hand) would otherwise leave Snakemake to fail with a bare MissingInputException.
+    Inputs no job of the run's plan writes (source data) are Snakemake's to check.
+    """
+    producers = {path: up for up in job.upstream for path in plan.job(up).outputs}
+    missing = [(path, producers[path]) for path in job.inputs if path in producers and not (folder / path).exists()]
+    if missing:
+        raise SmakerError(
+            f"{job.task_id}: input(s) missing in {folder}: "
+            + "; ".join(f"{path} should have been written by task {task}" for path, task in missing)
+            + ". Those tasks are marked success but did not write them (marked success by hand?). Clear them "
+            "so that they run, then this task runs after them."
+        )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowSkipException
+
 from smaker_airflow.operators.base import SmakerOperator
 from smaker_airflow.run.publish import CURRENT, Artifact, artifact_paths, publish
 
@@ -13,7 +15,10 @@ class PublishOperator(SmakerOperator):
     """Promotes the control arm's final outputs (model, metrics) to `publish.to`, with provenance.
 
     Each outlet (an Asset per published file) gets ``{"version", "run_id"}`` as its event's extra.
-    XCom return value: ``{"version": folder name, "path": str, "files": [published names]}``.
+    XCom return value: ``{"published": True, "version": folder name, "path": str, "files": [published
+    names], "replaced": [lineage]}``. A run older than the version in production (a backfill)
+    publishes nothing: the task is skipped (no asset event), its log says why and its XCom is
+    ``{"published": False, "reason": str, "current": the version that stays in production}``.
     """
 
     ui_color = "#fff3e0"
@@ -40,7 +45,7 @@ class PublishOperator(SmakerOperator):
         paths = artifact_paths(folder, plan, self.artifacts)
         gate = context["ti"].xcom_pull(task_ids=self.gate_task_id) if self.gate_task_id else None
         publish_dir = Path(self.publish_dir)
-        final, removed = publish(
+        done = publish(
             self.config,
             state,
             paths,
@@ -50,10 +55,32 @@ class PublishOperator(SmakerOperator):
             gate=gate,
             keep_versions=self.keep_versions,
         )
-        for old in removed:
+        if done.version is None:
+            self.log.warning(
+                "Not published: %s. %s still points to %s", done.skipped, publish_dir / CURRENT, done.current
+            )
+            # A skipped task returns nothing: push the verdict here, so XCom says why.
+            context["ti"].xcom_push(
+                "return_value", {"published": False, "reason": done.skipped, "current": done.current}
+            )
+            raise AirflowSkipException(f"not published: {done.skipped}")
+        for old in done.removed:
             self.log.info("Removed old version %s (keep_versions=%s)", old, self.keep_versions)
         names = [a.name for a in paths]
-        self.log.info("Published %s as %s; %s now points to it", ", ".join(names), final, publish_dir / CURRENT)
+        replaced = done.replaced[0]["version"] if done.replaced else "nothing"
+        self.log.info(
+            "Published %s as %s (replacing %s); %s now points to it",
+            ", ".join(names),
+            done.version,
+            replaced,
+            publish_dir / CURRENT,
+        )
         for asset in self.outlets:  # downstream DAGs see which version an event is
-            context["outlet_events"][asset].extra = {"version": final.name, "run_id": state.run_id}
-        return {"version": final.name, "path": str(final), "files": sorted(names)}
+            context["outlet_events"][asset].extra = {"version": done.version.name, "run_id": state.run_id}
+        return {
+            "published": True,
+            "version": done.version.name,
+            "path": str(done.version),
+            "files": sorted(names),
+            "replaced": done.replaced,
+        }

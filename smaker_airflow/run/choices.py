@@ -11,46 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from smaker_airflow.config import DagConfig
-from smaker_airflow.config.schema import SAFE_VALUE, is_safe_value
+from smaker_airflow.config.schema import is_safe_value
 from smaker_airflow.errors import OverrideError
 from smaker_airflow.plan.model import Job, Plan
 
-ARMS_PARAM = "arms"
-_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+ARMS_PARAM = "arms"  # the trigger form's field of arms to run (dag/form.py)
 _ARTICLES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-
-
-def form_fields(cfg: DagConfig) -> dict[str, dict[str, Any]]:
-    """The trigger form as plain Param specs: name -> keyword arguments of airflow.sdk.Param."""
-    arms = list(cfg.arms)
-    fields: dict[str, dict[str, Any]] = {
-        ARMS_PARAM: {
-            "default": arms,
-            "type": "array",
-            "items": {"type": "string", "enum": arms},
-            "examples": arms,
-            "title": "Arms to run",
-            "description": "Arms of the config to run; the others are skipped.",
-            "minItems": 1,
-            "uniqueItems": True,
-        }
-    }
-    for name, description in cfg.overridable.items():
-        values = cfg.params[name]
-        kind = _TYPES[type(values[0])]
-        if len(values) == 1:
-            field: dict[str, Any] = {"default": values[0], "type": kind}
-        else:
-            # A grid. No minItems/maxItems: another count changes the DAG's shape, and
-            # `prepare` refuses it with a message that says to edit the config instead.
-            field = {"default": values, "type": "array", "items": {"type": kind}}
-        if kind == "string":
-            (field["items"] if len(values) > 1 else field)["pattern"] = SAFE_VALUE
-        text = description or f"Parameter '{name}'."
-        if len(values) > 1:
-            text += f" A list of {len(values)} values (the grid); for another number, edit {cfg.path.name}."
-        fields[name] = {**field, "title": name, "description": text}
-    return fields
 
 
 def parse_choices(

@@ -22,6 +22,8 @@ COMPARISON_DIR = "comparison"
 JSON_FILE = "comparison.json"
 MARKDOWN_FILE = "comparison.md"
 CHART_FILE = "comparison.png"
+NOTE_LIMIT = 1000  # characters of a DAG run's note (Airflow's dag_run_note.content column)
+NOTE_TITLE = "**A/B comparison**"  # first words of the run note's table: what replaces it when it changes
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Comparison:
     rows: list[Row]
     missing: list[Row]  # expected metrics that no file holds (the job failed or never ran)
     reference: str  # how differences were computed, or why there are none
+    overrides: dict[str, list[Any]] = field(default_factory=dict)  # the run's trigger-form overrides
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,9 +105,20 @@ def arm_values(folder: Path, paths: list[str]) -> dict[str, float] | None:
 
 
 def build_comparison(
-    folder: Path, sources: list[MetricSource], *, arms: list[str], control: str, dag_id: str, run_id: str
+    folder: Path,
+    sources: list[MetricSource],
+    *,
+    arms: list[str],
+    control: str,
+    dag_id: str,
+    run_id: str,
+    overrides: dict[str, list[Any]] | None = None,
 ) -> Comparison:
-    """Read the selected arms' metrics; the control arm first, then the others in plan order."""
+    """Read the selected arms' metrics; the control arm first, then the others in plan order.
+
+    `overrides` (the run state's) are only reported: the sources already carry the
+    paths and wildcards they moved to (the run's own plan).
+    """
     chosen = sorted((s for s in sources if s.arm in arms), key=lambda s: s.arm != control)
     points = _distinguishing(chosen)
     rows: list[Row] = []
@@ -117,7 +131,7 @@ def build_comparison(
         (rows if values is not None else missing).append(row)
     metrics = list(dict.fromkeys(name for row in rows for name in row.values))
     rows, reference = _with_differences(rows, control)
-    return Comparison(dag_id, run_id, control, list(arms), metrics, rows, missing, reference)
+    return Comparison(dag_id, run_id, control, list(arms), metrics, rows, missing, reference, dict(overrides or {}))
 
 
 def _distinguishing(sources: list[MetricSource]) -> dict[str, list[str]]:
@@ -162,19 +176,38 @@ def format_value(value: float) -> str:
     return short if float(short) == value else repr(value)
 
 
+def parameters(row: Row) -> str:
+    """The row's parameter values as its job ran them (its wildcards, after overrides): "C=0.5, n=600"."""
+    return ", ".join(f"{k}={v}" for k, v in row.wildcards.items()) or "—"
+
+
+def overrides_text(overrides: dict[str, list[Any]]) -> str:
+    """The run's overrides as "C=0.5, alpha=[0.1, 1.0]", or a sentence saying there were none."""
+    if not overrides:
+        return "none (the config's values)"
+    return ", ".join(f"{k}={v[0] if len(v) == 1 else v}" for k, v in overrides.items())
+
+
+def _table_lines(comparison: Comparison) -> list[str]:
+    header = ["arm", "parameters", *(m.replace("|", "\\|") for m in comparison.metrics)]  # metric names: JSON keys
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in comparison.rows:
+        label = f"{row.label} (control)" if row.arm == comparison.control else row.label
+        lines.append("| " + " | ".join([label, parameters(row), *(_cell(row, m) for m in comparison.metrics)]) + " |")
+    for row in comparison.missing:
+        lines.append(f"| {row.label} | {parameters(row)} | " + " | ".join("—" for _ in comparison.metrics) + " |")
+    return lines
+
+
 def markdown_table(comparison: Comparison) -> str:
-    header = ["arm", *(m.replace("|", "\\|") for m in comparison.metrics)]  # metric names are JSON keys
+    """The comparison as markdown: a title line, the overrides, one table row per arm (and grid point)."""
     lines = [
         f"**A/B comparison of {comparison.dag_id}**, run `{comparison.run_id}` ({comparison.reference}):",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+        f"Overrides: {overrides_text(comparison.overrides)}",
+        "",
+        *_table_lines(comparison),
     ]
-    for row in comparison.rows:
-        label = f"{row.label} (control)" if row.arm == comparison.control else row.label
-        lines.append("| " + " | ".join([label, *(_cell(row, m) for m in comparison.metrics)]) + " |")
-    for row in comparison.missing:
-        lines.append(f"| {row.label} | " + " | ".join("—" for _ in comparison.metrics) + " |")
     if comparison.missing:
         lines += [
             "",
@@ -182,6 +215,30 @@ def markdown_table(comparison: Comparison) -> str:
             + ", ".join(f"{row.label} (`{'`, `'.join(row.files)}`)" for row in comparison.missing),
         ]
     return "\n".join(lines) + "\n"
+
+
+def run_note(comparison: Comparison, limit: int = NOTE_LIMIT) -> str:
+    """The comparison as the DAG run's note: at most `limit` characters, rows cut from the end if needed.
+
+    Starts with NOTE_TITLE. The run is the note's own, so its id is left out; the full
+    table is in the compare task's log and in comparison/ of the run folder.
+    """
+    head = [
+        f"{NOTE_TITLE} ({comparison.reference}). Overrides: {overrides_text(comparison.overrides)}",
+        "",
+    ]
+    table = _table_lines(comparison)
+    tail = ["", f"Chart and full table: `{COMPARISON_DIR}/` in the run folder, and the compare task's log."]
+    if comparison.missing:
+        tail.insert(1, f"No metrics for {', '.join(row.label for row in comparison.missing)} (failed or did not run).")
+    text = "\n".join([*head, *table, *tail])
+    dropped = 0
+    while len(text) > limit and len(table) > 2:
+        table.pop()
+        dropped += 1
+        cut = [f"… {dropped} more row(s): see the compare task's log."]
+        text = "\n".join([*head, *table, *cut, *tail])
+    return text[:limit]
 
 
 def _cell(row: Row, metric: str) -> str:
@@ -224,7 +281,7 @@ def write_chart(comparison: Comparison, path: Path) -> Path:
 
 
 def write_comparison(comparison: Comparison, folder: Path) -> dict[str, Any]:
-    """Write comparison/{json,md,png} in the run folder; return the JSON summary (with the table)."""
+    """Write comparison/{json,md,png} in the run folder; return the JSON summary (with the table and run note)."""
     out = folder / COMPARISON_DIR
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(comparison)
@@ -232,7 +289,7 @@ def write_comparison(comparison: Comparison, folder: Path) -> dict[str, Any]:
         name: str(out / file)
         for name, file in (("json", JSON_FILE), ("markdown", MARKDOWN_FILE), ("chart", CHART_FILE))
     }
-    summary = {**comparison.to_dict(), "files": files, "table": table}
+    summary = {**comparison.to_dict(), "files": files, "table": table, "note": run_note(comparison)}
     (out / MARKDOWN_FILE).write_text(table, encoding="utf-8")
     write_chart(comparison, out / CHART_FILE)
     (out / JSON_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")

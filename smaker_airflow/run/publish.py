@@ -11,18 +11,28 @@ renamed over the old one: atomic too). A reader that opens
 ``current/model.pkl`` gets the old version or the new one, never half of one;
 reading several files of one version consistently: resolve ``current`` once
 (``os.path.realpath``) and read from there.
+
+Publishing only moves forward: a run whose run date is older than the version
+in production (a backfill of past dates) writes no version and leaves
+``current`` alone (`Publication.skipped` says why). Two publishes never
+interleave: the compare-and-switch (read ``current``, write, switch, prune)
+holds an exclusive ``flock`` on ``<publish.to>/.publish.lock``, which holds
+across processes and workers that share the folder (a local disk, or NFSv4
+with working locks). A version's ``provenance.json`` lists the versions it
+replaced (``replaced``: the one it switched ``current`` away from first).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import shutil
-import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -37,6 +47,8 @@ from smaker_airflow.run import state as runs
 CURRENT = "current"
 VERSIONS = "versions"
 PROVENANCE = "provenance.json"
+LOCK = ".publish.lock"
+REPLACED_KEPT = 20  # entries of `replaced` in provenance.json: the lineage, not the whole history
 # Airflow's DAG-folder walk follows symlinks and fails on a folder it meets twice (versions/X and
 # current): a publish folder under the DAGs folder would break every DAG. One pattern per ignore syntax.
 AIRFLOWIGNORE = "# written by smaker-airflow: published models, not DAG files\n*\n.*\n"
@@ -112,8 +124,13 @@ def provenance(
     sources: Mapping[str, str],
     files: Mapping[str, dict[str, Any]],
     gate: Any = None,
+    replaced: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Which run, config, parameters, code and packages produced a published version."""
+    """Which run, config, parameters, code and packages produced a published version, and what it replaced.
+
+    `replaced` is the lineage (`lineage`): the version `current` pointed to before, then
+    the one that version replaced, and so on (at most REPLACED_KEPT entries).
+    """
     return {
         "dag_id": cfg.dag_id,
         "run_id": state.run_id,
@@ -129,6 +146,7 @@ def provenance(
         "run_folder": str(runs.run_folder(cfg, state.run_id)),
         "files": dict(files),
         "quality_gate": gate,
+        "replaced": list(replaced or []),
     }
 
 
@@ -140,7 +158,10 @@ def promote(publish_dir: Path, files: Mapping[str, Path], record: dict[str, Any]
     if not ignore.exists():
         ignore.write_text(AIRFLOWIGNORE)
     _check_current(publish_dir)
-    staging = Path(tempfile.mkdtemp(dir=versions, prefix=".staging-"))
+    # mkdir (not tempfile.mkdtemp, which makes 0700 folders): the version follows the umask, so a
+    # model server running as another user can read `current/`.
+    staging = versions / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir()
     try:
         for relative, source in files.items():
             _copy_synced(source, staging / relative)
@@ -220,6 +241,56 @@ def _fsync(folder: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def publish_lock(publish_dir: Path) -> Iterator[None]:
+    """Hold the exclusive lock of `publish_dir` (``flock`` on its ``.publish.lock``), waiting for it.
+
+    Every publish holds it from reading `current` to switching it, so two publishes
+    (two runs, two workers sharing the folder) run one after the other. The kernel
+    drops the lock when its holder dies: a killed publish never leaves it stuck.
+    """
+    publish_dir.mkdir(parents=True, exist_ok=True)
+    with (publish_dir / LOCK).open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def current_provenance(publish_dir: Path) -> dict[str, Any] | None:
+    """The provenance.json of the version `current` points to; None when nothing is published yet."""
+    path = publish_dir / CURRENT / PROVENANCE
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    record.setdefault("version", os.path.basename(os.path.realpath(publish_dir / CURRENT)))
+    return record
+
+
+def lineage(previous: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """`replaced` for a version that replaces `previous` (a provenance record): newest first."""
+    if previous is None:
+        return []
+    head = {key: previous.get(key) for key in ("version", "run_id", "run_date")}
+    return [head, *previous.get("replaced", [])][:REPLACED_KEPT]
+
+
+def older_than_production(run_date: str, production: dict[str, Any] | None) -> str | None:
+    """Why a run of `run_date` must not replace `production` (its provenance), or None when it may.
+
+    Run dates are ISO dates (YYYY-MM-DD), so they compare as strings. A run of the same
+    date as production publishes (a re-run of that day replaces it).
+    """
+    if production is None or not production.get("run_date") or run_date >= production["run_date"]:
+        return None
+    return (
+        f"run date {run_date} is older than the version in production ({production.get('version')}, run date "
+        f"{production['run_date']}): a backfill retrains and evaluates but never replaces a newer model"
+    )
+
+
 def version_name(state: runs.RunState) -> str:
     """The folder name of a run's published version: `<run date>__<run id made path-safe>`."""
     return f"{state.run_date}__{runs.safe_run_id(state.run_id)}"
@@ -233,6 +304,17 @@ def file_listing(paths: Mapping[Artifact, Path]) -> dict[str, dict[str, Any]]:
     }
 
 
+@dataclass(frozen=True)
+class Publication:
+    """What `publish` did: a new version, or why it kept production as it was."""
+
+    version: Path | None  # the new version's folder; None when skipped
+    removed: list[Path]  # versions pruned beyond keep_versions
+    replaced: list[dict[str, Any]]  # the lineage written to provenance.json
+    skipped: str | None = None  # why nothing was published (a run older than production)
+    current: str | None = None  # the version in production afterwards (folder name)
+
+
 def publish(
     cfg: DagConfig,
     state: runs.RunState,
@@ -243,15 +325,31 @@ def publish(
     sources: Mapping[str, str],
     gate: Any = None,
     keep_versions: int | None = None,
-) -> tuple[Path, list[Path]]:
+) -> Publication:
     """Promote the files of `paths` as a new version with its provenance; prune beyond `keep_versions`.
 
     `sources` is file -> sha256 of the code the plan was built from; `gate` the quality
-    gate's verdict (recorded as is). Returns (the new version's folder, the versions
-    removed). Raises SmakerError when a file is missing or `current` is not a symlink.
+    gate's verdict (recorded as is). Under `publish_lock`: a run older than the version
+    in production publishes nothing (`Publication.skipped` says why). Raises SmakerError
+    when a file is missing or `current` is not a symlink.
     """
     require_files(paths, f"publish of {cfg.dag_id} run {state.run_id}")
-    record = provenance(cfg, state, logical_date=logical_date, sources=sources, files=file_listing(paths), gate=gate)
-    final = promote(publish_dir, {a.name: path for a, path in paths.items()}, record, version_name(state))
-    removed = prune(publish_dir, keep_versions) if keep_versions else []
-    return final, removed
+    with publish_lock(publish_dir):
+        production = current_provenance(publish_dir)
+        reason = older_than_production(state.run_date, production)
+        if reason is not None:
+            held = production.get("version") if production else None
+            return Publication(None, [], [], skipped=reason, current=held)
+        replaced = lineage(production)
+        record = provenance(
+            cfg,
+            state,
+            logical_date=logical_date,
+            sources=sources,
+            files=file_listing(paths),
+            gate=gate,
+            replaced=replaced,
+        )
+        final = promote(publish_dir, {a.name: path for a, path in paths.items()}, record, version_name(state))
+        removed = prune(publish_dir, keep_versions) if keep_versions else []
+    return Publication(final, removed, replaced, current=final.name)

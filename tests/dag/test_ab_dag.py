@@ -27,6 +27,8 @@ from smaker_airflow.operators.compare import CompareArmsOperator
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.run.state import read_run_plan
+from tests.support.airflow_server import Server
+from tests.support.processes import wait_until
 from tests.support.project import PROJECT, TINY_PREP, load_dag, write_project
 
 MINI_PREP = TINY_PREP
@@ -121,6 +123,15 @@ def xcom(run: Any, task_id: str) -> Any:
         return None if row is None else XComModel.deserialize_value(row)
 
 
+def run_note(run: Any) -> str | None:
+    """The DAG run's note as stored in the metadata DB (what the UI shows on the run)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return DagRun.find(dag_id=run.dag_id, run_id=run.run_id, session=session)[0].note
+
+
 def table_cells(table: str) -> dict[str, list[str]]:
     rows = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| ")]
     return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
@@ -135,7 +146,7 @@ def assert_table_matches_files(folder: Path, summary: dict[str, Any]) -> None:
         values = {}
         for path in row["files"]:
             values.update(json.loads((folder / path).read_text()))
-        for metric, cell in zip(summary["metrics"], cells[label], strict=True):
+        for metric, cell in zip(summary["metrics"], cells[label][1:], strict=True):  # after the parameters
             assert float(cell.split(" ")[0]) == values[metric], (label, metric, cell, values)
             assert row["values"][metric] == values[metric]
 
@@ -232,6 +243,18 @@ def test_compare_runs_after_every_final_job_and_only_with_arms() -> None:
     assert render.PREPARE_TASK in single.task_dict
 
 
+def test_a_dag_without_arms_has_no_arms_field_in_its_trigger_form() -> None:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    daily = load_config(PROJECT / "configs" / "daily_retraining.yaml")
+    assert list(daily.arms) == ["base"]  # no `variants:`
+    single = render.build_dag(daily, load_plan(daily))
+    form = DagSerialization.to_dict(single)["dag"]["params"]  # what the UI's trigger form is built from
+    assert "arms" not in dict(single.params) and "arms" not in json.dumps(form)
+    ab = load_config(PROJECT / "configs" / "ab_test.yaml")
+    assert dict(render.build_dag(ab, load_plan(ab)).params)["arms"] == ["control", "forest", "strong_reg"]
+
+
 def test_a_job_named_compare_is_a_config_error(project: Path) -> None:
     (project / "workflows" / "mini_prep.smk").write_text(MINI_PREP.replace("rule prep:", "rule compare:"))
     (project / "workflows" / "mini_fit.smk").write_text(MINI_FIT.replace("SCORE", "1.0"))
@@ -277,6 +300,10 @@ def test_ab_run_with_an_arm_deselected_and_an_override(airflow_db: Path, project
     assert summary["table"] == (folder / "comparison" / "comparison.md").read_text()
     assert (folder / "comparison" / "comparison.png").read_bytes().startswith(b"\x89PNG")
     assert_table_matches_files(folder, summary)
+    # The run's note (what the UI shows on the run) holds the table, with the values each arm ran with.
+    note = run_note(run)
+    assert note == summary["note"] and "Overrides: C=0.5" in note
+    assert "| control (control) | C=0.5, n_samples=600, test_size=0.25 |" in note
 
 
 @pytest.mark.slow
@@ -308,7 +335,9 @@ def test_a_failed_arm_still_gets_the_comparison_of_the_others(
     assert_table_matches_files(folder, summary)
     assert xcom(run, COMPARE_TASK) == summary  # in XCom although the task failed
     log = "".join(capfd.readouterr())
-    assert "| alt alpha=0.5 | 0.95 (+0.283333) | 10 (+0) |" in log  # the table, in the task log
+    assert (
+        "| alt alpha=0.5 | alpha=0.5, mode=fast, size=10 | 0.95 (+0.283333) | 10 (+0) |" in log
+    )  # the table, in the task log
     assert "mini_ab: no metrics for broken alpha=0.5, broken alpha=2.0" in log
 
 
@@ -387,3 +416,42 @@ def test_airflow_refuses_a_run_whose_conf_breaks_the_form(airflow_db: Path, proj
         with pytest.raises(ParamValidationError, match=says):
             dag.test(logical_date=None, run_conf=conf)
     assert not (project / "runs").exists()  # no run was created, so no task ran
+
+
+@pytest.mark.slow
+def test_run_note_shows_the_comparison_and_follows_a_rerun_of_compare(airflow_server: Server) -> None:
+    """A real scheduler: the note of a REST-triggered run holds the table; clearing `compare` rewrites it."""
+    server = airflow_server
+    fit = MINI_FIT.replace("SCORE", "1 / (1 + params.alpha)")
+    workflows = {
+        "mini_prep.smk": MINI_PREP,
+        "mini_fit.smk": fit,
+        "mini_fit_alt.smk": MINI_FIT.replace("rule fit:", "rule fit_alt:").replace("SCORE", "1 - 0.1 * params.alpha"),
+        "mini_broken.smk": MINI_BROKEN,
+    }
+    config = MINI_CONFIG.replace("dag_id: mini_ab", "dag_id: noted_ab").replace("workflows/", "workflows/noted_ab/")
+    server.deploy("noted_ab", config, workflows)
+    run_id = server.client.trigger("noted_ab", conf={"arms": ["control", "alt"], "mode": "slow"})["dag_run_id"]
+    assert server.client.wait_for_run("noted_ab", run_id, timeout=300)["state"] == "success"
+    path = f"/api/v2/dags/noted_ab/dagRuns/{run_id}"
+    note = server.api("GET", path)["note"]
+    assert note.startswith("**A/B comparison**") and "Overrides: mode=slow" in note
+    assert "| control alpha=0.5 (control) | alpha=0.5, mode=slow, size=10 | 0.666667 | 10 |" in note
+
+    # Someone adds a line to the note, and the control arm's metrics change; `compare` is cleared and runs again.
+    server.client.set_note("noted_ab", run_id, "Checked by Ann.\n\n" + note)
+    first = server.client.xcom("noted_ab", run_id, "compare")["rows"][0]
+    assert first["label"] == "control alpha=0.5"
+    metrics = server.folder("noted_ab", run_id) / first["files"][0]
+    metrics.write_text(json.dumps({"score": 0.123, "size": 10}))
+    body = {"dry_run": False, "task_ids": ["compare"], "dag_run_id": run_id, "only_failed": False}
+    server.api("POST", "/api/v2/dags/noted_ab/clearTaskInstances", body)
+
+    def compare_ran_again() -> bool:
+        ti = server.task_instances("noted_ab", run_id)["compare"]
+        return ti["try_number"] == 2 and ti["state"] == "success" and server.api("GET", path)["state"] == "success"
+
+    wait_until(compare_ran_again, 240, "the cleared compare task to run again and the run to finish")
+    note = server.api("GET", path)["note"]
+    assert note.startswith("Checked by Ann.\n\n**A/B comparison**") and note.count("**A/B comparison**") == 1
+    assert "| control alpha=0.5 (control) | alpha=0.5, mode=slow, size=10 | 0.123 | 10 |" in note

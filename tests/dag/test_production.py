@@ -34,6 +34,7 @@ from smaker_airflow.run.choices import remap_targets
 from smaker_airflow.run.gate import judge
 from smaker_airflow.run.publish import artifact_paths, promote, prune, publish
 from smaker_airflow.run.state import RunState, plan_for_run
+from tests.support.airflow_server import Server
 from tests.support.http import HttpRecorder, start_recorder
 from tests.support.project import load_dag
 
@@ -394,7 +395,9 @@ def test_gate_and_publish_take_the_files_an_override_moved(tmp_path: Path) -> No
     ]
 
     state = RunState("r1", "2026-11-01", ["base"], overrides, {})
-    final, removed = publish(cfg, state, paths, publish_dir=tmp_path / "prod", logical_date=None, sources={}, gate=None)
+    done = publish(cfg, state, paths, publish_dir=tmp_path / "prod", logical_date=None, sources={}, gate=None)
+    final, removed = done.version, done.removed
+    assert final is not None
     assert removed == [] and (final / "train" / "C~0.1" / "model.pkl").read_text() == "model C~0.2"
     record = json.loads((final / "provenance.json").read_text())
     assert record["overrides"] == overrides and record["params"] == {"C": [0.2, 2.0]}
@@ -423,3 +426,203 @@ def test_rule_retries_are_left_to_airflow(tmp_path: Path) -> None:
     )
     with pytest.raises(JobFailed):  # try 1 of Airflow must be attempt 1 of Snakemake, and fail
         JobProcess(invocation, on_line=lambda line: None).run()
+
+
+# --- publishing only moves forward, one publish at a time ---------------------------------------
+
+# Publishes `count` versions of run date DATE as run "<tag>-<i>", once the file GO exists.
+PUBLISHER = """
+import sys, time
+from pathlib import Path
+from smaker_airflow.config import load_config
+from smaker_airflow.run.publish import Artifact, publish
+from smaker_airflow.run.state import RunState
+
+config, folder, target, go, tag, count, day = sys.argv[1:8]
+cfg = load_config(config)
+paths = {Artifact("train", 0, "model.pkl", "model.pkl"): Path(folder) / "model.pkl"}
+while not Path(go).exists():
+    time.sleep(0.01)
+for i in range(int(count)):
+    done = publish(cfg, RunState(f"{tag}-{i}", day, ["base"], {}, {}), paths, publish_dir=Path(target),
+                   logical_date=None, sources={})
+    print(done.version, flush=True)
+"""
+
+
+def _publish_setup(tmp_path: Path) -> tuple[Any, dict[Any, Path], Path]:
+    """A toy config, one run's model file (as publish's `paths`) and the publish folder."""
+    from smaker_airflow.run.publish import Artifact
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "toy.smk").write_text(TOY_MODULE)
+    config = tmp_path / "configs" / "toy_prod.yaml"
+    config.write_text(toy_config("http://127.0.0.1:9", tmp_path / "q.txt"))
+    folder = tmp_path / "runs" / "toy_prod" / "r"
+    folder.mkdir(parents=True)
+    (folder / "model.pkl").write_text("model")
+    return (
+        load_config(config),
+        {Artifact("train", 0, "model.pkl", "model.pkl"): folder / "model.pkl"},
+        tmp_path / "prod",
+    )
+
+
+def _publish(cfg: Any, paths: dict[Any, Path], target: Path, run_id: str, day: str) -> Any:
+    return publish(
+        cfg, RunState(run_id, day, ["base"], {}, {}), paths, publish_dir=target, logical_date=None, sources={}
+    )
+
+
+def test_an_older_run_date_never_replaces_production(tmp_path: Path) -> None:
+    cfg, paths, target = _publish_setup(tmp_path)
+    today = _publish(cfg, paths, target, "scheduled__2026-11-05", "2026-11-05")
+    assert today.version is not None and today.replaced == [] and today.skipped is None
+
+    backfill = _publish(cfg, paths, target, "backfill__2026-11-03", "2026-11-03")
+    assert backfill.version is None and backfill.current == today.version.name
+    assert backfill.skipped is not None and "2026-11-03 is older than the version in production" in backfill.skipped
+    assert os.readlink(target / "current") == f"versions/{today.version.name}"
+    assert [p.name for p in (target / "versions").iterdir()] == [today.version.name]  # nothing written
+
+    rerun = _publish(cfg, paths, target, "manual__2026-11-05", "2026-11-05")  # the same day again: replaces
+    newer = _publish(cfg, paths, target, "scheduled__2026-11-06", "2026-11-06")
+    assert rerun.version is not None and newer.version is not None
+    record = json.loads((target / "current" / "provenance.json").read_text())
+    assert record["replaced"] == [  # newest first: the lineage of `current`
+        {"version": rerun.version.name, "run_id": "manual__2026-11-05", "run_date": "2026-11-05"},
+        {"version": today.version.name, "run_id": "scheduled__2026-11-05", "run_date": "2026-11-05"},
+    ]
+
+
+def test_two_publishes_serialize(tmp_path: Path) -> None:
+    """Two processes publish through the real code: one waits for the other's lock, and none replaces twice."""
+    import subprocess
+    import sys
+
+    from smaker_airflow.run.publish import publish_lock
+
+    cfg, paths, target = _publish_setup(tmp_path)
+    script = tmp_path / "publisher.py"
+    script.write_text(PUBLISHER)
+    folder = str(next(iter(paths.values())).parent)
+
+    def start(go: Path, tag: str, count: int) -> subprocess.Popen[str]:
+        argv = [sys.executable, str(script), str(cfg.path), folder, str(target), str(go), tag, str(count)]
+        return subprocess.Popen([*argv, "2026-11-01"], stdout=subprocess.PIPE, text=True)
+
+    # 1. While this process holds the lock, a publish waits: `current` does not move.
+    go = tmp_path / "go-1"
+    go.touch()
+    with publish_lock(target):
+        waiting = start(go, "waiting", 1)
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiting.wait(timeout=3)
+        assert not (target / "current").exists()
+    out, _ = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0 and os.readlink(target / "current") == f"versions/{Path(out.strip()).name}"
+
+    # 2. Two processes racing, 12 publishes each: every version replaced a different one (one chain).
+    go = tmp_path / "go-2"
+    racers = [start(go, tag, 12) for tag in ("a", "b")]
+    go.touch()
+    for racer in racers:
+        assert racer.wait(timeout=120) == 0
+    versions = [p for p in (target / "versions").iterdir() if not p.name.startswith(".")]
+    records = {p.name: json.loads((p / "provenance.json").read_text()) for p in versions}
+    previous = [r["replaced"][0]["version"] for r in records.values() if r["replaced"]]
+    assert len(records) == 25 and len(previous) == 24 and len(set(previous)) == 24  # no two replaced the same
+    heads = set(records) - set(previous)
+    assert heads == {os.path.basename(os.path.realpath(target / "current"))}  # the chain ends at `current`
+
+
+@pytest.mark.parametrize(("umask", "folder_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_published_versions_follow_the_umask(tmp_path: Path, umask: int, folder_mode: int, file_mode: int) -> None:
+    cfg, paths, target = _publish_setup(tmp_path)
+    next(iter(paths.values())).chmod(0o666 & ~umask)  # the job wrote it under the same umask
+    old = os.umask(umask)
+    try:
+        done = _publish(cfg, paths, target, "r1", "2026-11-01")
+    finally:
+        os.umask(old)
+    assert done.version is not None
+    assert done.version.stat().st_mode & 0o777 == folder_mode  # another user can read `current/`
+    assert (done.version / "provenance.json").stat().st_mode & 0o777 == file_mode
+    assert (done.version / "model.pkl").stat().st_mode & 0o777 == file_mode
+
+
+# --- backfills on a real scheduler ----------------------------------------------------------------
+
+DAILY_SNAKEFILE = """
+rule all:
+    input: "model.pkl"
+
+rule train:
+    output: "model.pkl"
+    params: day=config["run_date"]
+    shell: "echo model of {params.day} > {output}"
+"""
+
+
+@pytest.mark.slow
+def test_backfill_of_old_dates_leaves_todays_model_in_production(airflow_server: Server) -> None:
+    """Today's model is in production; a backfill of three past dates retrains them and publishes nothing."""
+    from datetime import timedelta
+
+    server = airflow_server
+    today = datetime.now(UTC).date()
+    config = (
+        f"dag_id: backfill_prod\nschedule: '@daily'\nstart_date: '{today - timedelta(days=10)}'\ncatchup: false\n"
+        "workflow:\n  snakefile: workflows/backfill_prod/daily.smk\npublish:\n  to: production/backfill_prod\n"
+    )
+    server.deploy("backfill_prod", config, {"daily.smk": DAILY_SNAKEFILE})  # unpaused: its scheduled run starts
+    server.wait_for_runs("backfill_prod", 1, timeout=300)
+    manual = server.client.trigger("backfill_prod")["dag_run_id"]  # no logical date: run date today
+    assert server.client.wait_for_run("backfill_prod", manual, timeout=300)["state"] == "success"
+    target = server.project / "production" / "backfill_prod"
+    in_production = os.readlink(target / "current")
+    assert json.loads((target / "current" / "provenance.json").read_text())["run_id"] == manual
+
+    backfill = {
+        "dag_id": "backfill_prod",
+        # Noon to noon: the three midnights -6, -5 and -4 days are inside, whatever the ends' inclusivity.
+        "from_date": (datetime.now(UTC) - timedelta(days=7)).replace(hour=12, minute=0, second=0).isoformat(),
+        "to_date": (datetime.now(UTC) - timedelta(days=4)).replace(hour=12, minute=0, second=0).isoformat(),
+    }
+    planned = server.api("POST", "/api/v2/backfills/dry_run", backfill)
+    assert planned["total_entries"] == 3, planned
+    server.api("POST", "/api/v2/backfills", backfill)
+    done = server.wait_for_runs("backfill_prod", 5, timeout=600)
+
+    backfilled = [r for r in done if r["run_type"] == "backfill"]
+    assert len(backfilled) == 3 and {r["state"] for r in done} == {"success"}
+    for run in backfilled:
+        folder = server.folder("backfill_prod", run["dag_run_id"])
+        day = json.loads((folder / ".smaker" / "run.json").read_text())["run_date"]
+        assert day < str(today) and (folder / "model.pkl").read_text() == f"model of {day}\n"  # retrained
+        assert server.task_instances("backfill_prod", run["dag_run_id"])["publish"]["state"] == "skipped"
+        verdict = server.client.xcom("backfill_prod", run["dag_run_id"], "publish")
+        assert verdict["published"] is False and f"run date {day} is older" in verdict["reason"]
+        assert verdict["current"] == in_production.split("/")[1]
+    assert os.readlink(target / "current") == in_production  # `current` did not move
+    assert len(list((target / "versions").iterdir())) == 2  # the scheduled and the manual run, nothing else
+
+
+@pytest.mark.slow
+def test_a_job_whose_upstream_was_marked_success_by_hand_names_that_task(
+    airflow_db: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    project = _scratch_project("scratch-marked-")
+    text = toy_config("http://127.0.0.1:9", project / "q.txt").split("alerts:")[0].replace("toy_prod", "toy_marked")
+    dag = load_dag(project, "toy_marked", text)
+    run = dag.test(mark_success_pattern="^train")  # `train` is set to success and never runs: no model.pkl
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"prepare": "success", "train": "success", "evaluate": "failed"}
+    folder = project / "runs" / "toy_marked" / run.run_id.replace(":", "_").replace("+", "_")
+    assert not (folder / "train" / "C~1.0" / "model.pkl").exists()
+    out = capfd.readouterr()
+    assert "evaluate: input(s) missing" in out.out + out.err
+    assert "train/C~1.0/model.pkl should have been written by task train" in out.out + out.err
+    assert not (folder / ".snakemake").exists()  # refused before Snakemake started
+    shutil.rmtree(project, ignore_errors=True)

@@ -17,11 +17,12 @@ from airflow.sdk import Param
 
 from smaker_airflow.config import DagConfig, load_config
 from smaker_airflow.config.schema import SAFE_VALUE
+from smaker_airflow.dag.form import form_fields
 from smaker_airflow.errors import OverrideError
 from smaker_airflow.plan.cache import load_plan
 from smaker_airflow.plan.model import Plan
 from smaker_airflow.plan.planner import build_plan
-from smaker_airflow.run.choices import form_fields, parse_choices, remap_targets
+from smaker_airflow.run.choices import parse_choices, remap_targets
 from smaker_airflow.run.state import plan_for_run, read_run_plan, write_run_plan
 from tests.support.project import PROJECT, TINY_PREP, write_project
 

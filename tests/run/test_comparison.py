@@ -23,6 +23,7 @@ from smaker_airflow.run.comparison import (
     format_value,
     markdown_table,
     metric_sources,
+    run_note,
     write_comparison,
 )
 from tests.support.project import PROJECT, TINY_PREP, write_project
@@ -100,7 +101,12 @@ def job(
 
 
 def table_cells(table: str) -> dict[str, list[str]]:
-    """Row label -> its cells, from the markdown table."""
+    """Row label -> its metric cells, from the markdown table (the parameters column is `parameter_cells`')."""
+    return {label: cells[1:] for label, cells in parameter_cells(table).items()}
+
+
+def parameter_cells(table: str) -> dict[str, list[str]]:
+    """Row label -> all its cells after the label (parameters first), from the markdown table."""
     rows = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| ")]
     return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
 
@@ -237,7 +243,8 @@ def test_written_files_and_summary(tmp_path: Path) -> None:
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
     assert summary["rows"][1]["difference"] == {"accuracy": 0.25, "loss": -0.75}
     assert summary["files"]["chart"] == str(out / "comparison.png")
-    assert "| b | 0.75 (+0.25) | 0.5 (-0.75) |" in summary["table"]
+    assert "| b | — | 0.75 (+0.25) | 0.5 (-0.75) |" in summary["table"]
+    assert summary["note"] == run_note(comparison) and summary["overrides"] == {}
 
 
 def test_unreadable_metrics_name_the_file(tmp_path: Path) -> None:
@@ -252,3 +259,44 @@ def test_format_value_is_short_unless_that_loses_digits() -> None:
     assert format_value(150) == "150"
     assert format_value(0.1 + 0.2) == "0.30000000000000004"
     assert format_value(1234567.0) == "1234567.0"
+
+
+def test_table_and_run_note_show_parameters_and_overrides(tmp_path: Path) -> None:
+    """Two runs with different overrides differ in their tables: the values each arm ran with, and the overrides."""
+    notes = []
+    for c in ("1.0", "0.5"):
+        write_json(tmp_path, f"{c}/c.json", {"accuracy": 0.8})
+        write_json(tmp_path, f"{c}/f.json", {"accuracy": 0.9})
+        sources = [
+            MetricSource("control", "control.evaluate", {"n": "600", "C": c}, [f"{c}/c.json"]),
+            MetricSource("forest", "forest.evaluate", {"n": "600", "trees": "50"}, [f"{c}/f.json"]),
+        ]
+        overrides = {} if c == "1.0" else {"C": [0.5]}
+        comparison = build_comparison(
+            tmp_path,
+            sources,
+            arms=["control", "forest"],
+            control="control",
+            dag_id="d",
+            run_id=f"r{c}",
+            overrides=overrides,
+        )
+        cells = parameter_cells(markdown_table(comparison))
+        assert cells == {"control (control)": [f"n=600, C={c}", "0.8"], "forest": ["n=600, trees=50", "0.9 (+0.1)"]}
+        notes.append(run_note(comparison))
+    assert "Overrides: none (the config's values)" in notes[0] and "Overrides: C=0.5" in notes[1]
+    assert "| control (control) | n=600, C=0.5 | 0.8 |" in notes[1]
+    assert notes[0].startswith("**A/B comparison** (difference to the control arm 'control')")
+
+
+def test_run_note_fits_airflows_note_column(tmp_path: Path) -> None:
+    sources = []
+    for i in range(40):  # a large grid: the note keeps its head and as many rows as fit
+        write_json(tmp_path, f"{i}.json", {"accuracy": i / 100})
+        sources.append(MetricSource("control", f"t{i}", {"alpha": str(i), "beta": "x" * 20}, [f"{i}.json"]))
+    comparison = build_comparison(tmp_path, sources, arms=["control"], control="control", dag_id="d", run_id="r")
+    note = run_note(comparison)
+    assert len(note) <= 1000 and note.startswith("**A/B comparison**")
+    shown = [line for line in note.splitlines() if line.startswith("| control")]
+    assert 3 < len(shown) < 40 and f"… {40 - len(shown)} more row(s): see the compare task's log." in note
+    assert note.endswith("and the compare task's log.")
