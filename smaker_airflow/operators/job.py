@@ -10,7 +10,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from smaker_airflow.operators.base import SmakerOperator
 from smaker_airflow.plan.model import Job
 from smaker_airflow.run import temp
-from smaker_airflow.run.job_process import JobInvocation, JobProcess
+from smaker_airflow.run.job_process import JobInvocation, JobProcess, read_log_tails
 from smaker_airflow.run.workdir import job_settings
 
 
@@ -53,11 +53,19 @@ class SnakemakeJobOperator(SmakerOperator):
         )
         self.log.info("Running %s (arm %s, try %s) in %s", invocation.target, arm, invocation.attempt, folder)
         self._process = JobProcess(invocation, on_line=lambda line: self.log.info("%s", line))
+        # The exact command, so that a user can rerun the job by hand in the run folder.
+        self.log.info("Command: %s", self._process.command)
         try:
             self._process.run()
         finally:
             # Also on a timeout or any exception raised into execute(): no orphan Snakemake.
             self._process.kill()
+        # On success too, the same tail a failure shows: what the job itself printed to its `log:`.
+        log_tail = read_log_tails(folder, job.log)
+        if log_tail:
+            self.log.info("The job's log files:\n%s", log_tail)
+        elif job.log:
+            self.log.info("The job wrote none of its log files (%s)", ", ".join(job.log))
         temp.release(folder, [job], state, self.log.info)  # temp() files no reader still needs
         return {"run_folder": str(folder), "outputs": job.outputs}
 
