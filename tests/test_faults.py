@@ -318,12 +318,15 @@ def faults_run(airflow_db: Path) -> Iterator[FaultsRun]:
     (project / "configs").mkdir()
     (project / "workflows").mkdir()
     (project / "workflows" / "faults.smk").write_text(FAULTS_SNAKEFILE)
-    dag = load_dag(project, "faults", FAULTS_CONFIG)
+    # Runs outside the DAGs folder: a run folder links the project, and a later dag.test() of
+    # this module walks the whole DAGs folder and stops at that link ("recursive loop").
+    runs_root = Path(tempfile.mkdtemp(prefix="faults-runs-"))
+    dag = load_dag(project, "faults", FAULTS_CONFIG + f"runs_root: {runs_root}\n")
     start = time.monotonic()
     run = dag.test(logical_date=None)
     seconds = time.monotonic() - start
     tis = run.get_task_instances()
-    [folder] = (project / "runs" / "faults").iterdir()
+    [folder] = (runs_root / "faults").iterdir()
     yield FaultsRun(
         folder,
         str(run.state),
@@ -332,6 +335,7 @@ def faults_run(airflow_db: Path) -> Iterator[FaultsRun]:
         seconds,
     )
     shutil.rmtree(project, ignore_errors=True)
+    shutil.rmtree(runs_root, ignore_errors=True)
 
 
 def test_job_sigkilled_mid_run_fails_then_its_retry_completes(faults_run: FaultsRun) -> None:
