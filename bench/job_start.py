@@ -13,7 +13,8 @@ load spikes of a shared machine hit every step alike:
 - `job in a fork of a warm process`: `job_runner.main` in a fork of this benchmark
   process after `import snakemake.api` (what a warm process per worker would cost; the
   one-job mode does not do this yet).
-The job is one trivial rule (`touch` of its output) in a fresh run folder each time.
+CPU time (user + system of the child) is printed beside the wall time: on a loaded machine
+it moves much less. The job is one trivial rule (`touch` of its output) in a fresh run folder each time.
 Run: `.venv/bin/python bench/job_start.py [--reps N]`. The last line is the runner's
 ratio to the CLI.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -43,10 +45,20 @@ rule noop:
 """
 
 
+LAST_CPU: list[float] = [0.0]  # CPU seconds (user + system) of the last step's child process
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(argv: list[str]) -> float:
-    start = time.perf_counter()
+    """Wall time of a fresh process running argv; its CPU time goes to LAST_CPU."""
+    cpu, start = children_cpu(), time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    LAST_CPU[0] = children_cpu() - cpu
     if result.returncode != 0:
         raise SystemExit(f"{argv[:4]} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return wall
@@ -57,7 +69,7 @@ def forked(argv: list[str]) -> float:
     snakemake.api already: what a warm process per worker would cost per job (not built yet)."""
     from smaker_airflow.run import job_runner
 
-    start = time.perf_counter()
+    cpu, start = children_cpu(), time.perf_counter()
     pid = os.fork()
     if pid == 0:  # the child: quiet, its own session, as a job process
         os.setsid()
@@ -71,6 +83,7 @@ def forked(argv: list[str]) -> float:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     wall = time.perf_counter() - start
+    LAST_CPU[0] = children_cpu() - cpu
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"forked job {argv[3:8]} failed: {status}")
     return wall
@@ -103,16 +116,21 @@ def main() -> None:
         for step in steps.values():  # warm-up: disk caches, .pyc files
             step(-1)
         walls: dict[str, list[float]] = {name: [] for name in steps}
+        cpus: dict[str, list[float]] = {name: [] for name in steps}
         for n in range(args.reps):
             for name, step in steps.items():
                 walls[name].append(step(n))
+                cpus[name].append(LAST_CPU[0])
         done = sorted(p.name for p in root.glob("run-runner-*/done/*.txt"))
         assert len(done) == args.reps + 1, done  # the runner really ran every job
     for name, values in walls.items():
-        print(show(name, values))
+        print(show(name, values) + f"; CPU median {median(cpus[name]):.3f} s")
     cli, runner = median(walls["job via CLI"]), median(walls["job via runner"])
     base = median(walls["python"])
-    print(f"saved by the runner (no CLI parser): {cli - runner:.3f} s per job")
+    print(
+        f"saved by the runner (no CLI parser): {cli - runner:.3f} s wall, "
+        f"{median(cpus['job via CLI']) - median(cpus['job via runner']):.3f} s CPU per job"
+    )
     print(f"a warm fork would save another {runner - median(walls['job in a fork of a warm process']):.3f} s")
     print(f"job start above the bare interpreter: CLI {cli - base:.3f} s, runner {runner - base:.3f} s")
     print(f"target: job start <= {TARGET} s: {'met' if runner <= TARGET else 'MISSED'} ({runner:.3f} s)")
