@@ -22,6 +22,12 @@ class SnakemakeJobOperator(SmakerOperator):
     run's own plan, and the arms and each arm's config from the run state, both
     written by `prepare`.
 
+    Its log shows, in order: the exact command (shell-quoted, to rerun it by hand), the
+    rule's `shell:`/`script:`/`notebook:`/`wrapper:`/`run:` and where it is defined (printed
+    by the API runner; through the CLI fallback, Snakemake's "Shell command:" line only),
+    Snakemake's own output, and the last lines of each of the job's `log:` files, on
+    success as on failure.
+
     XCom return value: ``{"run_folder": str, "outputs": [run-relative paths]}``.
     """
 
