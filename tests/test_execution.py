@@ -31,6 +31,7 @@ from smaker_airflow.run.job_process import (
     JobProcessFailed,
     needs_cli,
     read_log_tails,
+    runner_argv,
     snakemake_argv,
 )
 from tests.conftest import load_dag
@@ -413,6 +414,23 @@ def test_the_runner_names_a_script_rule_and_fails_like_the_cli(tmp_path: Path, w
     with pytest.raises(JobProcessFailed, match="failed with exit code 1") as failed:
         run_job(replace(inv, target="hello:name=bad"))
     assert "Error in rule hello" in failed.value.output_tail  # Snakemake's own report, as with the CLI
+
+
+def test_runner_and_cli_record_the_same_snakemake_metadata(tmp_path: Path) -> None:
+    # What later runs compare (code, params, shell command, log, software stack) must not
+    # depend on which of the two ran the job.
+    inv = make_invocation(tmp_path, "train:sample=a,C=0.1,n=5", threads=2)
+    records = []
+    for argv_of, folder in ((runner_argv, tmp_path / "by-runner"), (snakemake_argv, tmp_path / "by-cli")):
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / "a.txt").write_text("hello a\n")
+        argv = argv_of(replace(inv, workdir=folder))
+        subprocess.run(argv, check=True, capture_output=True, cwd=folder, timeout=120)
+        [record] = (folder / ".snakemake" / "metadata").iterdir()
+        data = json.loads(record.read_text())
+        records.append({k: v for k, v in data.items() if k not in ("job_hash", "starttime", "endtime")})
+    assert records[0]["shellcmd"].startswith("(echo threads=2 C=0.1 n=5;")
+    assert records[0] == records[1]
 
 
 def test_config_args_and_profiles_run_through_the_cli(tmp_path: Path, workdir: Path) -> None:
