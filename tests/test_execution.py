@@ -1,7 +1,8 @@
 """Running one Snakemake job in its own process, with the real Snakemake.
 
-Each test starts real ``python -m snakemake`` processes (about 1-2 s each) on
-the tiny Snakefile in ``tests/samples/execution``.
+Each test starts real job processes (the API runner ``python -m
+smaker_airflow.run.job_runner``, or ``python -m snakemake`` where the CLI is needed;
+about 1-2 s each) on the tiny Snakefile in ``tests/samples/execution``.
 """
 
 from __future__ import annotations
