@@ -12,7 +12,7 @@ from smaker_airflow.operators.base import SmakerOperator
 from smaker_airflow.operators.lineage import JobLineage  # OpenLineage: inputs/outputs, rule, wildcards
 from smaker_airflow.plan.model import Job, Plan
 from smaker_airflow.run import temp
-from smaker_airflow.run.job_process import JobInvocation, JobProcess
+from smaker_airflow.run.job_process import JobInvocation, JobProcess, read_log_tails
 from smaker_airflow.run.workdir import job_settings
 
 
@@ -23,6 +23,12 @@ class SnakemakeJobOperator(JobLineage, SmakerOperator):
     moved it (target, outputs, logs, after trigger-form overrides) comes from the
     run's own plan, and the arms and each arm's config from the run state, both
     written by `prepare`.
+
+    Its log shows, in order: the exact command (shell-quoted, to rerun it by hand), the
+    rule's `shell:`/`script:`/`notebook:`/`wrapper:`/`run:` and where it is defined (printed
+    by the API runner; through the CLI fallback, Snakemake's "Shell command:" line only),
+    Snakemake's own output, and the last lines of each of the job's `log:` files, on
+    success as on failure.
 
     XCom return value: ``{"run_folder": str, "outputs": [run-relative paths]}``.
     """
@@ -56,11 +62,19 @@ class SnakemakeJobOperator(JobLineage, SmakerOperator):
         )
         self.log.info("Running %s (arm %s, try %s) in %s", invocation.target, arm, invocation.attempt, folder)
         self._process = JobProcess(invocation, on_line=lambda line: self.log.info("%s", line))
+        # The exact command, so that a user can rerun the job by hand in the run folder.
+        self.log.info("Command: %s", self._process.command)
         try:
             self._process.run()
         finally:
             # Also on a timeout or any exception raised into execute(): no orphan Snakemake.
             self._process.kill()
+        # On success too, the same tail a failure shows: what the job itself printed to its `log:`.
+        log_tail = read_log_tails(folder, job.log)
+        if log_tail:
+            self.log.info("The job's log files:\n%s", log_tail)
+        elif job.log:
+            self.log.info("The job wrote none of its log files (%s)", ", ".join(job.log))
         temp.release(folder, [job], state, self.log.info)  # temp() files no reader still needs
         return {"run_folder": str(folder), "outputs": job.outputs}
 

@@ -1,7 +1,9 @@
 """Run exactly one Snakemake job in its own process, as Snakemake's executor plugins do.
 
-The job runs as ``python -m snakemake --target-jobs RULE:WC=V --allowed-rules RULE``
-in a new session, so that the whole tree (Snakemake, its shell, the shell's
+The job runs as ``python -m smaker_airflow.run.job_runner --target-jobs RULE:WC=V
+--allowed-rules RULE ...`` (Snakemake's Python API, the CLI's flags, without the CLI
+parser's plugin scan), or as ``python -m snakemake`` with the same flags when the
+config's ``snakemake.args`` or a Snakemake profile need the real CLI; in a new session, so that the whole tree (Snakemake, its shell, the shell's
 children) can be stopped with one signal to the process group. Its output is
 streamed line by line to a callback (the Airflow task log). Neither Snakemake
 nor Airflow is imported here: the work happens in the child process.
@@ -12,13 +14,14 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -113,6 +116,40 @@ def snakemake_argv(inv: JobInvocation) -> list[str]:
     return workflow_argv(inv.snakefile, inv.configfile, inv.workdir, cores=cores, flags=job, extra=inv.extra_args)
 
 
+RUNNER_MODULE = "smaker_airflow.run.job_runner"
+# Where Snakemake's CLI looks for a workflow profile (`profiles/default`), besides $SNAKEMAKE_PROFILE.
+_PROFILE = Path("profiles", "default")
+
+
+def runner_argv(inv: JobInvocation) -> list[str]:
+    """``snakemake_argv`` with ``-m snakemake`` replaced by the API runner (run/job_runner.py)."""
+    argv = snakemake_argv(inv)
+    return [argv[0], "-m", RUNNER_MODULE, *argv[3:]]
+
+
+def needs_cli(inv: JobInvocation, env: Mapping[str, str] | None = None) -> str | None:
+    """Why this job must run through Snakemake's CLI rather than the runner; None when it need not.
+
+    The runner knows only the flags of ``snakemake_argv``: free ``snakemake.args`` and
+    Snakemake profiles (``$SNAKEMAKE_PROFILE``, a ``profiles/default`` folder in the run
+    folder or beside the Snakefile, as Snakemake's CLI looks them up) are the CLI's.
+    """
+    env = os.environ if env is None else env
+    if inv.extra_args:
+        return "the config's snakemake.args"
+    if env.get("SNAKEMAKE_PROFILE"):
+        return "$SNAKEMAKE_PROFILE"
+    for folder in (inv.workdir, inv.snakefile.parent):
+        if (folder / _PROFILE).exists():
+            return f"the profile {folder / _PROFILE}"
+    return None
+
+
+def job_argv(inv: JobInvocation) -> list[str]:
+    """The command that runs the job: the runner, or the CLI when ``needs_cli`` says so."""
+    return snakemake_argv(inv) if needs_cli(inv) else runner_argv(inv)
+
+
 def workflow_argv(
     snakefile: Path,
     configfile: Path,
@@ -188,6 +225,12 @@ class JobProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stop_reason: str | None = None  # set once: "was killed" / "timed out ..."
         self._output_tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+        self.argv = job_argv(inv)  # decided once: the runner, or the CLI (needs_cli)
+
+    @property
+    def command(self) -> str:
+        """The command that runs (or ran) the job, shell-quoted: what a user can paste to rerun it."""
+        return shlex.join(self.argv)
 
     @property
     def pid(self) -> int | None:
@@ -217,7 +260,7 @@ class JobProcess:
             )
         self.inv.workdir.mkdir(parents=True, exist_ok=True)  # its cwd; Snakemake's --directory would make it
         proc = start_in_session(
-            snakemake_argv(self.inv),
+            self.argv,
             stdout=subprocess.PIPE,
             cwd=self.inv.workdir,  # relative --profile/--conda-prefix resolve as from the project root
             env={**os.environ, "PYTHONUNBUFFERED": "1"},  # lines as they happen
@@ -336,8 +379,8 @@ def stop_leftovers(inv: JobInvocation, grace: float = KILL_GRACE_SECONDS) -> lis
 
 
 def _is_try_of(cmdline: list[str], inv: JobInvocation) -> bool:
-    """Whether a command line is `snakemake_argv` of this job: same run folder and target."""
-    if cmdline[1:3] != ["-m", "snakemake"]:
+    """Whether a command line is `job_argv` of this job (CLI or runner): same run folder and target."""
+    if cmdline[1:2] != ["-m"] or cmdline[2:3] not in (["snakemake"], [RUNNER_MODULE]):
         return False
     flags = dict(itertools.pairwise(cmdline[3:]))  # each argument -> the one after it
     return flags.get("--directory") == str(inv.workdir.absolute()) and flags.get("--target-jobs") == inv.target

@@ -365,7 +365,13 @@ def test_alert_reads_the_run_folder_the_config_names(tmp_path: Path) -> None:
     (folder / "logs" / "2.log").write_text("killed while writing out/2.txt\n")
     record = tmp_path / "alerts.jsonl"
     specs = notifier_specs(
-        [{"type": "class", "class": "tests.notifications.test_alerting.RecordingNotifier", "kwargs": {"path": str(record)}}],
+        [
+            {
+                "type": "class",
+                "class": "tests.notifications.test_alerting.RecordingNotifier",
+                "kwargs": {"path": str(record)},
+            }
+        ],
         "alerts.on_failure",
     )
     AlertCallback("failure", specs, cfg=cfg)(_task_context(_fit_job(), cfg.dag_id, run_id, None))

@@ -1,7 +1,8 @@
 """Running one Snakemake job in its own process, with the real Snakemake.
 
-Each test starts real ``python -m snakemake`` processes (about 1-2 s each) on
-the tiny Snakefile in ``tests/samples/execution``.
+Each test starts real job processes (the API runner ``python -m
+smaker_airflow.run.job_runner``, or ``python -m snakemake`` where the CLI is needed;
+about 1-2 s each) on the tiny Snakefile in ``tests/samples/execution``.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -23,13 +26,16 @@ import pytest
 
 from smaker_airflow.errors import JobFailed
 from smaker_airflow.run.job_process import (
+    RUNNER_MODULE,
     JobInvocation,
     JobProcess,
     JobProcessFailed,
+    needs_cli,
     read_log_tails,
+    runner_argv,
     snakemake_argv,
 )
-from tests.support.project import PROJECT
+from tests.support.project import PROJECT, load_dag
 
 SAMPLES = PROJECT / "tests" / "samples" / "execution"
 SNAKEFILE = SAMPLES / "Snakefile"
@@ -379,3 +385,111 @@ def test_run_returns_when_a_background_process_keeps_the_output_open(tmp_path: P
         assert "sleep" in names(live_members(job.pid))  # the case this test is about
     finally:
         job.kill()
+
+
+# --- the runner (Snakemake's API without the CLI parser) and the CLI fallback ---------------------
+
+
+def test_a_job_runs_through_the_runner_and_says_what_its_rule_runs(tmp_path: Path, workdir: Path) -> None:
+    inv = make_invocation(tmp_path, "prep:sample=a", log_files=("logs/prep_a.log",))
+    job = JobProcess(inv, on_line=(lines := []).append)
+    assert job.argv[1:3] == ["-m", RUNNER_MODULE] and job.argv[3:] == snakemake_argv(inv)[3:]
+    job.run(timeout=60)
+    assert (workdir / "data/a.txt").read_text() == "hello a\n"
+    # The rule's shell: template with where it is defined, then Snakemake's own formatted command.
+    assert f"Rule prep ({SNAKEFILE}, line 6) shell: echo '{{config[greeting]}} {{wildcards.sample}}'" in lines[0]
+    assert "Shell command: echo 'hello a' > data/a.txt 2> logs/prep_a.log" in lines
+
+
+def test_the_runner_names_a_script_rule_and_fails_like_the_cli(tmp_path: Path, workdir: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "hello.py").write_text(
+        "import sys\nopen(snakemake.output[0], 'w').write('hi')\nsys.exit(snakemake.params.code)\n"
+    )
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(
+        'rule hello:\n    output: "hello/{name}.txt"\n    params: code=lambda wc: int(wc.name == "bad")\n'
+        '    script: "scripts/hello.py"\n'
+    )
+    inv = replace(make_invocation(tmp_path, "hello:name=good"), snakefile=snakefile)
+    lines = run_job(inv)
+    assert lines[0] == f"Rule hello ({snakefile}, line 1) script: scripts/hello.py"
+    assert (workdir / "hello/good.txt").read_text() == "hi"
+    with pytest.raises(JobProcessFailed, match="failed with exit code 1") as failed:
+        run_job(replace(inv, target="hello:name=bad"))
+    assert "Error in rule hello" in failed.value.output_tail  # Snakemake's own report, as with the CLI
+
+
+def test_runner_and_cli_record_the_same_snakemake_metadata(tmp_path: Path) -> None:
+    # What later runs compare (code, params, shell command, log, software stack) must not
+    # depend on which of the two ran the job.
+    inv = make_invocation(tmp_path, "train:sample=a,C=0.1,n=5", threads=2)
+    records = []
+    for argv_of, folder in ((runner_argv, tmp_path / "by-runner"), (snakemake_argv, tmp_path / "by-cli")):
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / "a.txt").write_text("hello a\n")
+        argv = argv_of(replace(inv, workdir=folder))
+        subprocess.run(argv, check=True, capture_output=True, cwd=folder, timeout=120)
+        [record] = (folder / ".snakemake" / "metadata").iterdir()
+        data = json.loads(record.read_text())
+        records.append({k: v for k, v in data.items() if k not in ("job_hash", "starttime", "endtime")})
+    assert records[0]["shellcmd"].startswith("(echo threads=2 C=0.1 n=5;")
+    assert records[0] == records[1]
+
+
+def test_config_args_and_profiles_run_through_the_cli(tmp_path: Path, workdir: Path) -> None:
+    inv = make_invocation(tmp_path, "prep:sample=a")
+    assert needs_cli(inv, env={}) is None
+    assert needs_cli(inv, env={"SNAKEMAKE_PROFILE": "cluster"}) == "$SNAKEMAKE_PROFILE"
+    with_args = replace(inv, extra_args=("--latency-wait", "1"))
+    assert needs_cli(with_args, env={}) == "the config's snakemake.args"
+    assert JobProcess(with_args, on_line=print).argv[1:3] == ["-m", "snakemake"]
+    # A workflow profile in the run folder: only Snakemake's CLI reads it, and it does.
+    profile = workdir / "profiles" / "default"
+    profile.mkdir(parents=True)
+    (profile / "config.yaml").write_text("latency-wait: 2\n")
+    assert needs_cli(inv, env={}) == f"the profile {profile}"
+    lines = run_job(inv)
+    assert any("workflow specific profile profiles/default" in line for line in lines), lines
+    assert (workdir / "data/a.txt").read_text() == "hello a\n"
+
+
+# --- the job task's log ------------------------------------------------------------------------
+
+LOGGED_SNAKEFILE = """
+rule all:
+    input: "report.txt"
+
+rule count:
+    output: "counts.txt"
+    log: "logs/count.log"
+    shell: "seq 1 3 > {output}; for i in $(seq 1 60); do echo counted line $i >> {log}; done"
+
+rule report:
+    input: "counts.txt"
+    output: "report.txt"
+    script: "report.py"
+"""
+
+
+@pytest.mark.slow
+def test_a_job_task_log_shows_its_command_rule_and_log_tail_on_success(
+    airflow_db: Path, project: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    folder = project / "workflows" / "logged"
+    folder.mkdir(parents=True)
+    (folder / "logged.smk").write_text(LOGGED_SNAKEFILE)
+    (folder / "report.py").write_text("open(snakemake.output[0], 'w').write(open(snakemake.input[0]).read())\n")
+    config = (
+        "dag_id: logged\nschedule: null\nstart_date: 2026-01-01\nworkflow:\n  snakefile: workflows/logged/logged.smk\n"
+    )
+    run = load_dag(project, "logged", config).test(logical_date=None)
+    assert run.state == "success"
+    log = "".join(capfd.readouterr())
+    [command] = re.findall(r"Command: (.*-m smaker_airflow.run.job_runner .*--target-jobs count: .*)", log)
+    assert shlex.split(command)[0] == sys.executable and "--allowed-rules count" in command
+    assert "Rule count (" in log and "shell: seq 1 3 > {output};" in log
+    assert "Rule report (" in log and ") script: report.py" in log
+    # The success path shows the same tail a failure shows: the last 50 of its 60 log lines.
+    assert "--- last 50 lines of logs/count.log ---" in log
+    assert "counted line 60" in log and "counted line 11\n" in log and "counted line 10\n" not in log

@@ -28,7 +28,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +39,14 @@ import pytest
 
 from smaker_airflow._procs import group_alive
 from smaker_airflow.run import state as runs
-from smaker_airflow.run.job_process import JobInvocation, JobProcess, snakemake_argv, stop_leftovers
+from smaker_airflow.run.job_process import (
+    RUNNER_MODULE,
+    JobInvocation,
+    JobProcess,
+    runner_argv,
+    snakemake_argv,
+    stop_leftovers,
+)
 from tests.support.airflow_server import Server, interval, max_overlap, when
 from tests.support.processes import alive, kill_groups, pgid, processes_in, stop_processes_in, wait_until
 from tests.support.project import PROJECT, SAMPLES, incomplete_markers, load_dag
@@ -127,12 +134,15 @@ def faults_run(airflow_db: Path) -> Iterator[FaultsRun]:
     (project / "configs").mkdir()
     (project / "workflows").mkdir()
     (project / "workflows" / "faults.smk").write_text(FAULTS_SNAKEFILE)
-    dag = load_dag(project, "faults", FAULTS_CONFIG)
+    # Runs outside the DAGs folder: a run folder links the project, and a later dag.test() of
+    # this module walks the whole DAGs folder and stops at that link ("recursive loop").
+    runs_root = Path(tempfile.mkdtemp(prefix="faults-runs-"))
+    dag = load_dag(project, "faults", FAULTS_CONFIG + f"runs_root: {runs_root}\n")
     start = time.monotonic()
     run = dag.test(logical_date=None)
     seconds = time.monotonic() - start
     tis = run.get_task_instances()
-    [folder] = (project / "runs" / "faults").iterdir()
+    [folder] = (runs_root / "faults").iterdir()
     yield FaultsRun(
         folder,
         str(run.state),
@@ -141,6 +151,7 @@ def faults_run(airflow_db: Path) -> Iterator[FaultsRun]:
         seconds,
     )
     shutil.rmtree(project, ignore_errors=True)
+    shutil.rmtree(runs_root, ignore_errors=True)
 
 
 def test_job_sigkilled_mid_run_fails_then_its_retry_completes(faults_run: FaultsRun) -> None:
@@ -170,13 +181,17 @@ def test_half_written_outputs_of_a_failed_job_are_removed(faults_run: FaultsRun)
     assert incomplete_markers(folder) == []
 
 
-def test_next_try_stops_a_snakemake_left_running_by_a_killed_try(tmp_path: Path) -> None:
-    # What a task process killed by SIGKILL leaves: its job's Snakemake, alone in its session.
+@pytest.mark.parametrize("argv_of", [runner_argv, snakemake_argv], ids=["runner", "cli"])
+def test_next_try_stops_a_snakemake_left_running_by_a_killed_try(
+    tmp_path: Path, argv_of: Callable[[JobInvocation], list[str]]
+) -> None:
+    # What a task process killed by SIGKILL leaves: its job's Snakemake (API runner or CLI,
+    # as needs_cli chose), alone in its session.
     slow = tmp_path / "slow.json"
     slow.write_text(json.dumps({"greeting": "hi", "slow_seconds": 120}))
     inv = JobInvocation(SAMPLE_SNAKEFILE, slow, tmp_path / "run", "slow:name=m", "slow", 1)
     leftover = subprocess.Popen(
-        snakemake_argv(inv), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        argv_of(inv), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
     )
     output = tmp_path / "run" / "slow" / "m.txt"
     try:
@@ -404,11 +419,16 @@ workflow:
 """
 
 
+def is_job_process(proc: psutil.Process) -> bool:
+    """Whether a process is a job's Snakemake: `python -m snakemake` or the API runner."""
+    return proc.cmdline()[1:3] in (["-m", "snakemake"], ["-m", RUNNER_MODULE])
+
+
 def job_tree(folder: Path, name: str) -> list[psutil.Process]:
     """The job's shell (pid in <name>.pid), its Snakemake parent and their process group."""
     shell = psutil.Process(int((folder / f"{name}.pid").read_text()))
     snakemake = shell.parent()
-    assert snakemake is not None and "snakemake" in " ".join(snakemake.cmdline())
+    assert snakemake is not None and is_job_process(snakemake)
     group = os.getpgid(snakemake.pid)
     members = [p for p in psutil.process_iter() if pgid(p.pid) == group]
     assert {"sleep", "bash"} <= {p.name() for p in members}  # the tree really has grandchildren
@@ -495,7 +515,7 @@ def test_task_process_sigkilled_mid_job_retry_stops_the_leftover_and_completes(a
         wait_until((folder / "work-1.pid").exists, 180, "the job's first try")
         shell = psutil.Process(int((folder / "work-1.pid").read_text()))
         snakemake = shell.parent()
-        assert snakemake is not None and "snakemake" in " ".join(snakemake.cmdline())
+        assert snakemake is not None and is_job_process(snakemake)
         task_process = snakemake.parent()
         assert task_process is not None
         os.kill(task_process.pid, signal.SIGKILL)
