@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from smaker_airflow.config import DagConfig
+from smaker_airflow.config.model import Snakemake
 from smaker_airflow.errors import ConfigError
 
 SETTINGS_KEY = "snakemake"  # the config's block
-# Like `snakemake --cores 8`: the value caps `threads:` and is `workflow.cores`. A fixed
-# default, not this machine's CPU count, so every machine computes the same plan.
-DEFAULT_CORES = 8
+DEFAULT_CORES = Snakemake.cores  # `snakemake.cores` when the config gives none (config/model.py says why 8)
 SETTINGS_FILE = "snakemake.json"  # in the run folder's state folder, read by every job
 
 # Flags smaker-airflow sets for planning or for every job (see run/job_process.py), or that

@@ -51,7 +51,6 @@ LOCK = ".publish.lock"
 REPLACED_KEPT = 20  # entries of `replaced` in provenance.json: the lineage, not the whole history
 # Airflow's DAG-folder walk follows symlinks and fails on a folder it meets twice (versions/X and
 # current): a publish folder under the DAGs folder would break every DAG. One pattern per ignore syntax.
-AIRFLOWIGNORE = "# written by smaker-airflow: published models, not DAG files\n*\n.*\n"
 PACKAGES = ("smaker-airflow", "snakemake", "apache-airflow", "apache-airflow-task-sdk", "scikit-learn")
 
 
@@ -154,9 +153,7 @@ def promote(publish_dir: Path, files: Mapping[str, Path], record: dict[str, Any]
     """Write a new version (files + provenance.json) and switch `current` to it, atomically."""
     versions = publish_dir / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
-    ignore = publish_dir / ".airflowignore"
-    if not ignore.exists():
-        ignore.write_text(AIRFLOWIGNORE)
+    runs.ignore_for_airflow(publish_dir, "published models")
     _check_current(publish_dir)
     # mkdir (not tempfile.mkdtemp, which makes 0700 folders): the version follows the umask, so a
     # model server running as another user can read `current/`.

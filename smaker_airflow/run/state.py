@@ -163,3 +163,17 @@ def ensure_writable(folder: Path) -> None:
             f"Cannot write the run folder {folder}: {e.strerror}. Check the disk space and permissions of "
             "`runs_root` (config key) or of SMAKER_AIRFLOW_RUNS_ROOT."
         ) from None
+
+
+def ignore_for_airflow(folder: Path, what: str) -> None:
+    """Write `<folder>/.airflowignore` (once) so Airflow's DAG discovery never walks `folder`.
+
+    Run folders link the project's entries, and published versions hold models: when either
+    sits under the DAGs folder, Airflow's walk (it follows links) would otherwise stop with
+    "Detected recursive loop" at a linked folder it has seen, or parse copies of DAG files.
+    `what` says in the file what the folder holds.
+    """
+    ignore = folder / ".airflowignore"
+    if not ignore.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        ignore.write_text(f"# written by smaker-airflow: {what}, not DAG files\n*\n.*\n")

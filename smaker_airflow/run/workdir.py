@@ -13,7 +13,7 @@ from smaker_airflow.plan.job_graph import written_paths
 from smaker_airflow.plan.model import Plan
 from smaker_airflow.plan.settings import SnakemakeSettings, snakemake_settings
 from smaker_airflow.plan.workdir import link_project
-from smaker_airflow.run.state import STATE_DIR
+from smaker_airflow.run.state import STATE_DIR, ignore_for_airflow
 
 
 def prepare_workdir(cfg: DagConfig, folder: Path, plan: Plan | None = None) -> SnakemakeSettings:
@@ -27,6 +27,7 @@ def prepare_workdir(cfg: DagConfig, folder: Path, plan: Plan | None = None) -> S
     settings = snakemake_settings(cfg)
     plan = plan or load_plan(cfg)
     jobs = [{"outputs": job.outputs, "log": job.log, "benchmark": job.benchmark} for job in plan.jobs]
+    ignore_for_airflow(cfg.runs_root, "run folders (they link the project)")
     link_project(cfg.project_root, folder, written_paths(jobs), private=[cfg.runs_root])
     (folder / STATE_DIR).mkdir(parents=True, exist_ok=True)
     settings.write(folder / STATE_DIR)
