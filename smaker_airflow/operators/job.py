@@ -41,26 +41,39 @@ class SnakemakeJobOperator(JobLineage, SmakerOperator):
         self.job = job
         self._process: JobProcess | None = None
 
+    @property
+    def members(self) -> list[Job]:
+        """The plan's jobs this task runs: its one job (a group task runs several)."""
+        return [self.job]
+
     def execute(self, context: Any) -> dict[str, Any]:
         folder, state, plan = self.run_state(context)
         selected = [arm for arm in self.job.arms if arm in state.arms]
         if not selected:
             raise AirflowSkipException(f"arm(s) {', '.join(self.job.arms)} not selected for this run")
         arm = self.job.arm if self.job.arm in selected else selected[0]
-        job = plan.job(self.job.task_id)
-        check_upstream_outputs(folder, plan, job)
+        jobs = [plan.job(member.task_id) for member in self.members]  # where this run's overrides put them
+        for job in jobs:
+            check_upstream_outputs(folder, plan, job, inside={j.task_id for j in jobs})
+        first, *others = jobs
+        settings = job_settings(folder)  # cores and args of the config's `snakemake:`
         invocation = JobInvocation(
             snakefile=Path(state.configs[arm]["snakefile"]),
             configfile=Path(state.configs[arm]["configfile"]),
             workdir=folder,
-            target=job.target,
-            rule=job.rule,
-            threads=job.threads,
+            target=first.target,
+            rule=first.rule,
+            threads=max(self.job.threads, 1) if others else first.threads,
             attempt=context["ti"].try_number,
-            log_files=tuple(job.log),
-            **job_settings(folder).invocation_fields(),  # cores and args of the config's `snakemake:`
+            log_files=tuple(path for job in jobs for path in job.log),
+            cores=settings.cores,
+            # A group's process sees only the group's readers of a temp() file: run/temp.py deletes them.
+            extra_args=("--notemp", *settings.args) if others else settings.args,
+            group_targets=tuple(job.target for job in others),
         )
-        self.log.info("Running %s (arm %s, try %s) in %s", invocation.target, arm, invocation.attempt, folder)
+        what = f"group job {first.job_group}: " if others else ""
+        targets = ", ".join(job.target for job in jobs)
+        self.log.info("Running %s%s (arm %s, try %s) in %s", what, targets, arm, invocation.attempt, folder)
         self._process = JobProcess(invocation, on_line=lambda line: self.log.info("%s", line))
         # The exact command, so that a user can rerun the job by hand in the run folder.
         self.log.info("Command: %s", self._process.command)
@@ -70,27 +83,29 @@ class SnakemakeJobOperator(JobLineage, SmakerOperator):
             # Also on a timeout or any exception raised into execute(): no orphan Snakemake.
             self._process.kill()
         # On success too, the same tail a failure shows: what the job itself printed to its `log:`.
-        log_tail = read_log_tails(folder, job.log)
+        logs = invocation.log_files
+        log_tail = read_log_tails(folder, logs)
         if log_tail:
             self.log.info("The job's log files:\n%s", log_tail)
-        elif job.log:
-            self.log.info("The job wrote none of its log files (%s)", ", ".join(job.log))
-        temp.release(folder, [job], state, self.log.info)  # temp() files no reader still needs
-        return {"run_folder": str(folder), "outputs": job.outputs}
+        elif logs:
+            self.log.info("The job wrote none of its log files (%s)", ", ".join(logs))
+        temp.release(folder, jobs, state, self.log.info)  # temp() files no reader still needs
+        return {"run_folder": str(folder), "outputs": [path for job in jobs for path in job.outputs]}
 
     def on_kill(self) -> None:
         if self._process is not None:
             self._process.kill()
 
 
-def check_upstream_outputs(folder: Path, plan: Plan, job: Job) -> None:
+def check_upstream_outputs(folder: Path, plan: Plan, job: Job, inside: set[str] | frozenset[str] = frozenset()) -> None:
     """Raise SmakerError naming each input of `job` that an upstream task should have written in `folder`.
 
     Upstream tasks that "succeeded" without writing their outputs (marked success by
     hand) would otherwise leave Snakemake to fail with a bare MissingInputException.
-    Inputs no job of the run's plan writes (source data) are Snakemake's to check.
+    Inputs no job of the run's plan writes (source data) are Snakemake's to check, and so
+    are those of jobs `inside` the same task (a group job's, written in the same process).
     """
-    producers = {path: up for up in job.upstream for path in plan.job(up).outputs}
+    producers = {path: up for up in job.upstream if up not in inside for path in plan.job(up).outputs}
     missing = [(path, producers[path]) for path in job.inputs if path in producers and not (folder / path).exists()]
     if missing:
         raise SmakerError(
