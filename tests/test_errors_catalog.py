@@ -3,7 +3,9 @@
 Each row is a file under ``tests/samples/errors/`` that differs from ``configs/good.yaml`` by one
 mistake (or a trigger-form value against that good config). Configs are checked in-process (what the
 CLI and the DAG file call); Snakefile mistakes go through ``load_plan`` with the real Snakemake in a
-subprocess, all planned at once by one fixture (the slow part of this file); trigger-form values go
+subprocess, all planned at once by one fixture (the slow part of this file); mistakes in the
+`snakemake:` settings, a missing `configfile:` and a pipe without a reader are planned one by one
+(one Snakemake process each, or none); trigger-form values go
 through ``overrides.parse_choices``, which the ``prepare`` task calls. A subset goes through the real
 ``smaker-airflow validate`` command, and Airflow's DagBag shows that a broken config is one import
 error of its own file.
@@ -136,6 +138,36 @@ SNAKEFILE_MISTAKES: dict[str, tuple[Path, Mistake]] = {
     "no_final": _snakefile("no_final", "prep.smk", "no final output", "stage.final('name')"),
 }
 
+# Found when the config is planned (validate, a DAG file's import), each with one Snakemake process at
+# most: the deployment's `snakemake:` settings, the project's files, group jobs.
+PLANNING_MISTAKES: dict[str, tuple[Path, Mistake]] = {
+    "owned_flag": _config("owned_flag", "snakemake.args[0]:", "'--nolock' is set by smaker-airflow", "Remove it"),
+    "unknown_snakemake_option": (
+        CONFIGS / "unknown_snakemake_option.yaml",
+        Mistake(
+            WorkflowError,
+            "unknown_snakemake_option.yaml",
+            ("unrecognized arguments: --software-deployment-methd", "Fix `snakemake.args`"),
+        ),
+    ),
+    "missing_configfile": (
+        CONFIGS / "missing_configfile.yaml",
+        Mistake(
+            WorkflowError,
+            "missing_configfile.smk",
+            ("line 2", "configfile config/config.yaml", "Create that file in the project root"),
+        ),
+    ),
+    "pipe_without_reader": (
+        CONFIGS / "pipe_without_reader.yaml",
+        Mistake(
+            WorkflowError,
+            "pipe_without_reader.smk",
+            ("rule stream", "stream.fq", "runs no command", "drop pipe()/service()"),
+        ),
+    ),
+}
+
 # Trigger-form values (dag_run.conf) against configs/good.yaml, whose DAG id is errors_good.
 TRIGGER_MISTAKES: dict[str, tuple[dict[str, Any], Mistake]] = {
     "form_wrong_type": (
@@ -245,6 +277,17 @@ def test_good_config_plans(planned: dict[str, Any]) -> None:
     assert isinstance(plan, Plan), plan
     assert sorted(plan.arms) == ["alt", "control"]
     assert sorted({job.rule for job in plan.jobs}) == ["fit", "fit_alt", "prep"]
+
+
+@pytest.mark.parametrize("name", list(PLANNING_MISTAKES))
+def test_planning_mistake(name: str) -> None:
+    """What `validate` and a DAG file's import do: plan the config (one Snakemake process, or none)."""
+    path, mistake = PLANNING_MISTAKES[name]
+    with pytest.raises(mistake.error) as caught:
+        load_plan(load_config(path))
+    message = str(caught.value)
+    assert_reported(message, mistake)
+    assert str(path.resolve()) in message  # the config is named too, whoever raised
 
 
 @pytest.mark.parametrize("name", list(TRIGGER_MISTAKES))
@@ -359,6 +402,7 @@ def test_cli_message_with_markup_like_text(tmp_path: Path, capsys: pytest.Captur
 def _catalog_tests() -> set[str]:
     names = {f"test_config_mistake[{n}]" for n in CONFIG_MISTAKES}
     names |= {f"test_snakefile_mistake[{n}]" for n in SNAKEFILE_MISTAKES}
+    names |= {f"test_planning_mistake[{n}]" for n in PLANNING_MISTAKES}
     return names | {f"test_trigger_mistake[{n}]" for n in TRIGGER_MISTAKES}
 
 

@@ -96,6 +96,9 @@ _HINTS = {
         "A function given to input, params, threads or resources raised for these "
         "wildcards: fix it or the config it reads."
     ),
+    "ConfigfileMissing": (
+        "Create that file in the project root, or fix the path of `configfile:` (relative to the project root)."
+    ),
     "UnsafeTargetError": (
         "Restrict that wildcard (wildcard_constraints) or change the config so its "
         "values contain no ',' and do not start or end with a quote."
@@ -215,9 +218,12 @@ def _require_configfiles() -> None:
     if getattr(original, "smaker_strict", False):
         return
 
+    class ConfigfileMissing(WorkflowError):  # its own kind, for its own hint (_HINTS)
+        pass
+
     def configfile(self: Any, fp: Any) -> None:
         if not self.modifier.skip_configfile and not os.path.exists(fp):
-            raise WorkflowError(
+            raise ConfigfileMissing(
                 f"Workflow defines configfile {fp} but it is not present or accessible "
                 "(paths resolve from the project root, the folder holding configs/)"
             )
