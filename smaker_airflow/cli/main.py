@@ -412,7 +412,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 soft_wrap=True,
             )
         else:
-            console.print(f"  DAG {dag_id} loaded, unpaused (its schedule runs)", soft_wrap=True)
+            console.print(f"  DAG {dag_id} loaded, unpaused", soft_wrap=True)
     return 0
 
 
