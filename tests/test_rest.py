@@ -209,7 +209,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAirflow]:
         airflow.up(timeout=300)
         client = airflow.client()
         for dag_id in DAG_IDS:
-            client.wait_for_dag(dag_id, timeout=120)
+            client.wait_for_dag(dag_id, timeout=600)
         yield airflow
     finally:
         airflow.down()
@@ -250,9 +250,9 @@ def test_refused_token_is_renewed(client: AirflowClient) -> None:
 
 @pytest.mark.slow
 def test_import_errors_are_listed_and_named_by_wait_for_dag(client: AirflowClient) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     while not (errors := client.import_errors()):
-        assert time.monotonic() < deadline, "the broken file was never reported"
+        assert time.monotonic() < deadline, "the dag-processor did not report broken_dag.py's import error within 300 s"
         time.sleep(1)
     assert [Path(e["filename"]).name for e in errors] == ["broken_dag.py"]
     assert "broken on purpose" in errors[0]["stack_trace"]
@@ -266,7 +266,7 @@ def test_trigger_with_conf_and_note_then_read_results(client: AirflowClient) -> 
     run = client.trigger("rest_echo", conf={"word": "hello"}, note="from the tests")
     assert (run["logical_date"], run["conf"], run["note"]) == (None, {"word": "hello"}, "from the tests")
     run_id = run["dag_run_id"]  # holds ':' and '+': quoted in every path
-    assert client.wait_for_run("rest_echo", run_id, timeout=180, poll=0.5)["state"] == "success"
+    assert client.wait_for_run("rest_echo", run_id, timeout=600, poll=0.5)["state"] == "success"
     assert client.dag_run("rest_echo", run_id)["state"] == "success"
     states = {ti["task_id"]: ti["state"] for ti in client.task_instances("rest_echo", run_id)}
     assert states == {"echo": "success", "summary": "success"}
@@ -282,7 +282,7 @@ def test_trigger_with_conf_and_note_then_read_results(client: AirflowClient) -> 
 @pytest.mark.slow
 def test_failed_run_is_returned_not_raised(client: AirflowClient) -> None:
     client.unpause("rest_fail")
-    run = client.wait_for_run("rest_fail", client.trigger("rest_fail")["dag_run_id"], timeout=180, poll=0.5)
+    run = client.wait_for_run("rest_fail", client.trigger("rest_fail")["dag_run_id"], timeout=600, poll=0.5)
     assert run["state"] == "failed"
     assert [ti["state"] for ti in client.task_instances("rest_fail", run["dag_run_id"])] == ["failed"]
 
@@ -290,7 +290,7 @@ def test_failed_run_is_returned_not_raised(client: AirflowClient) -> None:
 @pytest.mark.slow
 def test_task_instances_reads_every_page(client: AirflowClient) -> None:
     client.unpause("rest_wide")
-    run = client.wait_for_run("rest_wide", client.trigger("rest_wide")["dag_run_id"], timeout=180, poll=0.5)
+    run = client.wait_for_run("rest_wide", client.trigger("rest_wide")["dag_run_id"], timeout=600, poll=0.5)
     tis = client.task_instances("rest_wide", run["dag_run_id"])
     assert sorted(ti["task_id"] for ti in tis) == [f"e{i:03d}" for i in range(105)]
 
