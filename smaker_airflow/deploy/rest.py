@@ -14,7 +14,7 @@ PATCHes are idempotent, and ``trigger`` names its run itself, so a repeated POST
 finds the run the first one created (409) instead of starting a second one.
 
 Why not the official ``apache-airflow-client`` (3.3.2, looked at on 2026-11-30): it
-is 225 generated files (3.4 MB unpacked) plus pydantic models for eight calls; its
+is 225 generated files (3.4 MB unpacked) plus pydantic models, for the dozen calls used here; its
 retries are a urllib3 ``Retry`` handed to the pool (``Configuration.retries``), which
 retries 5xx answers only with a ``status_forcelist`` and POSTs only when allowed, and
 even then a repeated trigger would start a second run unless the caller names the run,
