@@ -307,7 +307,12 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         _check_pools(cfg, client)
     run = client.trigger(args.dag_id, conf=conf)
     run_id = run["dag_run_id"]
-    # Unpaused after the trigger: the run exists first, so a schedule's catch-up run queues behind it.
+    # soft_wrap: run ids, URLs and the comparison table stay whole when the output is a log or a pipe.
+    console.print(f"triggered {args.dag_id} run [bold]{escape(run_id)}[/] state {run['state']}", soft_wrap=True)
+    console.print(
+        f"  {client.base_url}/dags/{quote(args.dag_id, safe='')}/runs/{quote(run_id, safe='')}", soft_wrap=True
+    )
+    # Unpaused after the trigger: the triggered run exists before the schedule's own run does.
     paused = client.is_paused(args.dag_id)
     if paused and args.unpause:
         client.unpause(args.dag_id)
@@ -319,11 +324,6 @@ def cmd_trigger(args: argparse.Namespace) -> int:
             highlight=False,
             soft_wrap=True,
         )
-    # soft_wrap: run ids, URLs and the comparison table stay whole when the output is a log or a pipe.
-    console.print(f"triggered {args.dag_id} run [bold]{escape(run_id)}[/] state {run['state']}", soft_wrap=True)
-    console.print(
-        f"  {client.base_url}/dags/{quote(args.dag_id, safe='')}/runs/{quote(run_id, safe='')}", soft_wrap=True
-    )
     if not args.wait:
         return 0
     run = client.wait_for_run(args.dag_id, run_id, timeout=args.timeout)
