@@ -73,14 +73,28 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--arms", help="comma-separated arms (default: all)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="parameter override")
     s.add_argument("--wait", action="store_true", help="wait for the run and print its result")
+    s.add_argument(
+        "--no-unpause",
+        dest="unpause",
+        action="store_false",
+        help="leave a paused DAG paused (its run then waits until someone unpauses it)",
+    )
     s.add_argument("--timeout", type=float, default=1800)
     s.add_argument("--url", help="Airflow URL (default: the local Airflow of `up`)")
     s.add_argument("--username")
     s.add_argument("--password")
     s.set_defaults(command=cmd_trigger)
 
-    s = sub.add_parser("up", help="start a local Airflow (SQLite + LocalExecutor) for this project")
+    s = sub.add_parser(
+        "up",
+        help="start a local Airflow (SQLite + LocalExecutor) for this project, or use the one already running",
+    )
     s.add_argument("--port", type=int, default=8080)
+    s.add_argument(
+        "--unpause",
+        action="store_true",
+        help="unpause every DAG (scheduled DAGs then start their latest interval's run at once)",
+    )
     s.set_defaults(command=cmd_up)
 
     s = sub.add_parser("down", help="stop the local Airflow started by `up`")
@@ -100,12 +114,18 @@ def _configs(args: argparse.Namespace, given: list[Path]) -> list[Path]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Every check a DAG file's import runs, without building the DAG: config, plan, plan checks."""
+    """Every check a DAG file's import runs, without building the DAG: config, plan, plan checks.
+
+    Then warnings (exit code 0) for what Airflow itself lacks: a notifier's connection,
+    a pool missing or smaller than a job's threads.
+    """
     from smaker_airflow.config import load_config
     from smaker_airflow.dag.loader import check_notifier_classes, check_unique_dag_id
+    from smaker_airflow.deploy.preflight import MetadataDb
     from smaker_airflow.plan.cache import load_plan
     from smaker_airflow.plan.checks import check_plan
 
+    db = MetadataDb.for_project(args.project)  # where the connections and pools of Airflow are
     failed = 0
     for path in _configs(args, args.configs):
         try:
@@ -122,7 +142,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
         dag_file = args.project / "dags" / f"{path.stem}.py"
         if path.parent.resolve() == (args.project / "configs").resolve() and not dag_file.exists():
             console.print(f"  [yellow]![/] no DAG file {dag_file}: run `smaker-airflow compile` to write it")
+        for warning in _airflow_warnings(cfg, plan, db):
+            console.print(f"  [yellow]![/] {escape(warning)}", highlight=False, soft_wrap=True)
     return 1 if failed else 0
+
+
+def _airflow_warnings(cfg: Any, plan: Any, db: Any) -> list[str]:
+    """What Airflow lacks for this DAG: notifier connections, pools (from its metadata database)."""
+    from smaker_airflow.deploy.preflight import connection_warnings, pool_needs, pool_problems
+
+    warnings = connection_warnings(cfg, db)
+    needs = pool_needs(cfg, plan)
+    if needs:
+        pools = db.pools()
+        if pools is None:
+            names = ", ".join(sorted({n.pool for n in needs}))
+            warnings.append(
+                f"{cfg.path}: pool(s) {names} not checked: {db.label} could not be read ({db.error}). "
+                f"Make sure they exist where Airflow runs, with at least {max(n.slots for n in needs)} slots."
+            )
+        else:
+            warnings += pool_problems(cfg, needs, pools, db.label)
+    return warnings
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -205,11 +246,42 @@ def _client(args: argparse.Namespace) -> Any:
     if args.url:
         if not (args.username and args.password):
             raise SmakerError("--url needs --username and --password (an Airflow user allowed to trigger DAGs).")
-        return AirflowClient(args.url, args.username, args.password)
+        return AirflowClient(args.url, args.username, args.password, on_retry=_retry_notice)
     info = LocalAirflow.for_project(args.project).status()
     if info is None:
         raise SmakerError("No local Airflow is running for this project: run `smaker-airflow up`, or pass --url.")
-    return AirflowClient(info.url, info.username, info.password)
+    return AirflowClient(info.url, info.username, info.password, on_retry=_retry_notice)
+
+
+def _retry_notice(line: str) -> None:
+    err.print(f"[yellow]![/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def _config_of(args: argparse.Namespace, dag_id: str) -> Any:
+    """The config in configs/ whose dag_id is `dag_id`, or None (a DAG of another project)."""
+    from smaker_airflow.config import load_config
+    from smaker_airflow.dag.loader import config_files
+
+    for path in config_files(args.project / "configs"):
+        try:
+            cfg = load_config(path)
+        except SmakerError:
+            continue  # `validate` reports it; here only the DAG being triggered matters
+        if cfg.dag_id == dag_id:
+            return cfg
+    return None
+
+
+def _check_pools(cfg: Any, client: Any) -> None:
+    """Warn about a pool the DAG uses that Airflow lacks or that is too small (its tasks would never start)."""
+    from smaker_airflow.deploy.preflight import pool_needs, pool_problems
+    from smaker_airflow.plan.cache import load_plan
+
+    needs = pool_needs(cfg, load_plan(cfg)) if (cfg.resources.pool or cfg.defaults.pool) else []
+    if not needs:
+        return
+    for problem in pool_problems(cfg, needs, client.pools(), f"Airflow at {client.base_url}"):
+        err.print(f"[yellow]![/] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -230,6 +302,9 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     if args.arms:
         conf["arms"] = [a.strip() for a in args.arms.split(",") if a.strip()]
     client = _client(args)
+    cfg = _config_of(args, args.dag_id)
+    if cfg is not None:
+        _check_pools(cfg, client)
     run = client.trigger(args.dag_id, conf=conf)
     run_id = run["dag_run_id"]
     # soft_wrap: run ids, URLs and the comparison table stay whole when the output is a log or a pipe.
@@ -237,10 +312,29 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     console.print(
         f"  {client.base_url}/dags/{quote(args.dag_id, safe='')}/runs/{quote(run_id, safe='')}", soft_wrap=True
     )
+    # Unpaused after the trigger: the triggered run exists before the schedule's own run does.
+    paused = client.is_paused(args.dag_id)
+    if paused and args.unpause:
+        client.unpause(args.dag_id)
+        console.print(_unpaused_notice(args.dag_id, cfg), soft_wrap=True)
+    elif paused:
+        err.print(
+            f"[yellow]![/] DAG {args.dag_id} is paused: this run waits until it is unpaused (UI toggle, or "
+            "trigger without --no-unpause).",
+            highlight=False,
+            soft_wrap=True,
+        )
     if not args.wait:
         return 0
     run = client.wait_for_run(args.dag_id, run_id, timeout=args.timeout)
     console.print(f"run {escape(run_id)} finished: [bold]{run['state']}[/]", soft_wrap=True)
+    if paused and args.unpause:
+        for other in client.dag_runs(args.dag_id):
+            if other["run_type"] == "scheduled" and (other.get("queued_at") or "") >= (run.get("queued_at") or ""):
+                console.print(
+                    f"  also started by unpausing: {escape(other['dag_run_id'])} (scheduled), state {other['state']}",
+                    soft_wrap=True,
+                )
     for ti in client.task_instances(args.dag_id, run_id):
         console.print(f"  {ti['task_id']}: {ti['state']}", soft_wrap=True)
     try:
@@ -254,22 +348,48 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return 0 if run["state"] == "success" else 1
 
 
+def _unpaused_notice(dag_id: str, cfg: Any) -> str:
+    """What unpausing a DAG starts besides the triggered run: its schedule."""
+    head = f"unpaused DAG {dag_id} (new DAGs start paused; a paused DAG's runs never start)"
+    if cfg is None or not cfg.schedule.cron:
+        return head
+    latest = "every missed interval since start_date" if cfg.schedule.catchup else "its latest interval"
+    return (
+        f"{head}; its schedule {cfg.schedule.cron!r} is now on: Airflow also starts the scheduled run of {latest} "
+        f"(at most {cfg.schedule.max_active_runs} run(s) at a time). Pause it again in the UI to stop the schedule."
+    )
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from smaker_airflow.config import load_config
     from smaker_airflow.deploy.local import LocalAirflow
 
     configs = _configs(args, [])  # before starting anything: a folder without configs is no project
     local = LocalAirflow.for_project(args.project, port=args.port)
-    info = local.up()
-    console.print(f"Airflow is up at [bold]{info.url}[/] (user {info.username}, password {info.password})")
-    client = local.client()
+    running = local.status()
+    if running is not None and running.missing:
+        raise SmakerError(
+            f"The local Airflow of this project at {running.url} is only partly running "
+            f"({', '.join(running.missing)} stopped). Run `smaker-airflow down`, then `up` again."
+        )
+    if running is not None:
+        # Again after a failed demo, or in a second shell: use it rather than refuse.
+        local.wait_healthy()
+        info = running
+        console.print(
+            f"Airflow is already running at [bold]{info.url}[/] (user {info.username}, password {info.password}): "
+            "using it (stop it with `smaker-airflow down`)"
+        )
+    else:
+        info = local.up()
+        console.print(f"Airflow is up at [bold]{info.url}[/] (user {info.username}, password {info.password})")
+    client = local.client(on_retry=_retry_notice)
     for path in configs:
         dag_file = args.project / "dags" / f"{path.stem}.py"
         if not dag_file.exists():  # Airflow would never list it: do not wait for it
             err.print(
                 f"[yellow]![/] {escape(str(path))}: no DAG file {escape(str(dag_file))}, so Airflow does not "
-                "know this DAG. Run `smaker-airflow compile` to write it (Airflow lists it within seconds; "
-                "unpause it in the UI), or `smaker-airflow down`, compile, then `up` again.",
+                "know this DAG. Run `smaker-airflow compile` to write it (Airflow lists it within seconds).",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -277,11 +397,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         try:
             dag_id = load_config(path).dag_id
             client.wait_for_dag(dag_id, timeout=180)  # the dag-processor has parsed it
-        except SmakerError as e:  # one broken config must not keep the others paused
+        except SmakerError as e:  # one broken config must not hide the others
             err.print(f"[yellow]![/] {escape(str(e))}", highlight=False, soft_wrap=True)
             continue
-        client.unpause(dag_id)
-        console.print(f"  DAG {dag_id} loaded and unpaused")
+        _check_pools(load_config(path), client)
+        if args.unpause:
+            client.unpause(dag_id)
+            console.print(f"  DAG {dag_id} loaded and unpaused", soft_wrap=True)
+        elif client.is_paused(dag_id):
+            console.print(
+                f"  DAG {dag_id} loaded, paused: no run starts until `smaker-airflow trigger {dag_id}` "
+                "(which unpauses it) or the UI's toggle",
+                soft_wrap=True,
+            )
+        else:
+            console.print(f"  DAG {dag_id} loaded, unpaused", soft_wrap=True)
     return 0
 
 

@@ -110,9 +110,9 @@ class CeleryAirflow(LocalAirflow):
         return {**env, WORKER_NAME_ENV: name} if name.startswith(WORKER_PREFIX) else env
 
     # -- steps of up() ----------------------------------------------------------
-    def _wait_healthy(self, deadline: float, timeout: float) -> None:
+    def _wait_healthy(self, deadline: float, timeout: float, url: str | None = None) -> None:
         """The API's health check, then every worker connected to the broker and consuming."""
-        super()._wait_healthy(deadline, timeout)
+        super()._wait_healthy(deadline, timeout, url)
         waiting = set(self.worker_names)
         while waiting:
             self._raise_if_died()

@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
@@ -217,10 +218,22 @@ class LocalAirflow:
             return USERNAME, DEFAULT_PASSWORD
         return USERNAME, str(passwords.get(USERNAME, DEFAULT_PASSWORD))
 
-    def client(self) -> AirflowClient:
-        """A client for the running Airflow (on the port it was started with), else for ours."""
+    def client(self, on_retry: Callable[[str], None] | None = None) -> AirflowClient:
+        """A client for the running Airflow (on the port it was started with), else for ours.
+
+        ``on_retry`` receives a line for each retried transient failure (see AirflowClient).
+        """
         info = self.status()
-        return AirflowClient(info.url if info else self.url, *self.credentials())
+        return AirflowClient(info.url if info else self.url, *self.credentials(), on_retry=on_retry)
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        """Wait until the running Airflow reports every component healthy (an `up` still starting, a restart).
+
+        Raises SmakerError naming what was not healthy after ``timeout`` seconds.
+        """
+        info = self.status()
+        url = info.url if info else self.url
+        self._wait_healthy(time.monotonic() + timeout, timeout, url)
 
     # -- steps of up() --------------------------------------------------------
     def _refuse_if_running(self) -> None:
@@ -294,8 +307,10 @@ class LocalAirflow:
             # Written after each start so that down() can clean up an interrupted up().
             self._write_pid_file(records)
 
-    def _wait_healthy(self, deadline: float, timeout: float) -> None:
-        client = AirflowClient(self.url, USERNAME, "", timeout=5)
+    def _wait_healthy(self, deadline: float, timeout: float, url: str | None = None) -> None:
+        url = url or self.url
+        # No retries: this loop polls every 0.5 s itself, until the deadline.
+        client = AirflowClient(url, USERNAME, "", timeout=5, retry_delays=())
         wanted = {"metadatabase", "scheduler", "dag_processor"} | ({"triggerer"} if self.triggerer else set())
         last = "the API server did not answer yet"
         while time.monotonic() < deadline:
@@ -311,7 +326,7 @@ class LocalAirflow:
                 last = "not healthy yet: " + ", ".join(sick)
             time.sleep(0.5)
         raise SmakerError(
-            f"Airflow at {self.url} was not healthy within {timeout:g} s ({last}). "
+            f"Airflow at {url} was not healthy within {timeout:g} s ({last}). "
             f"Read the logs in {self.home / 'logs'} and retry with a longer timeout."
         )
 

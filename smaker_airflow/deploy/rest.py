@@ -5,31 +5,61 @@ Paths and payloads follow the installed ``airflow.api_fastapi`` package:
 ``/api/v2`` call sends as ``Authorization: Bearer``. Every failure (bad login,
 unknown DAG, server down, slow answer) becomes an ``AirflowApiError``, a
 ``SmakerError`` whose message names the request, the status and the fix.
+
+Transient failures are retried with backoff (``retry_delays``): HTTP 5xx (Airflow
+answers 500 "Database error" when its SQLite database is busy, e.g. when the
+scheduler writes a run at the same second), connection refused or reset (a
+component restarting) and timeouts. Every call is safe to repeat: reads and
+PATCHes are idempotent, and ``trigger`` names its run itself, so a repeated POST
+finds the run the first one created (409) instead of starting a second one.
+
+Why not the official ``apache-airflow-client`` (3.3.2, looked at on 2026-11-30): it
+is 225 generated files (3.4 MB unpacked) plus pydantic models, for the dozen calls used here; its
+retries are a urllib3 ``Retry`` handed to the pool (``Configuration.retries``), which
+retries 5xx answers only with a ``status_forcelist`` and POSTs only when allowed, and
+even then a repeated trigger would start a second run unless the caller names the run,
+as done here. Revisit when the CLI needs more of the API.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import logging
+import secrets
+import string
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from smaker_airflow.errors import SmakerError
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 _PAGE = 100  # [api] maximum_page_limit default: a larger limit is silently capped
+# Pauses (seconds) before each retry of a transient failure: 5 retries over about 30 s.
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
+_RUN_ID_CHARS = string.ascii_letters + string.digits
+
+log = logging.getLogger(__name__)
 
 
 class AirflowApiError(SmakerError):
-    """A REST call failed; ``status`` is None when no HTTP answer came back."""
+    """A REST call failed; ``status`` is None when no HTTP answer came back.
 
-    def __init__(self, message: str, *, method: str, url: str, status: int | None = None) -> None:
+    ``reason`` is the failure in a few words ("HTTP 500: Database error - ..."), for
+    retry notices; ``retried`` tells whether the call had been sent more than once.
+    """
+
+    def __init__(self, message: str, *, method: str, url: str, status: int | None = None, reason: str = "") -> None:
         self.method = method
         self.url = url
         self.status = status
+        self.reason = reason or (f"HTTP {status}" if status else "no answer")
+        self.retried = False
         super().__init__(message)
 
 
@@ -50,13 +80,29 @@ class AirflowWaitTimeout(SmakerError):
 
 
 class AirflowClient:
-    """Talk to one Airflow API server as one SimpleAuthManager (or FAB) user."""
+    """Talk to one Airflow API server as one SimpleAuthManager (or FAB) user.
 
-    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30) -> None:
+    ``timeout`` (seconds) bounds one HTTP request; ``retry_delays`` are the pauses
+    (seconds) before each retry of a transient failure (``()``: no retry);
+    ``on_retry`` receives one line per retry naming what failed (default: logged
+    at WARNING).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        timeout: float = 30,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.username = username
         self.password = password
         self.timeout = timeout
+        self.retry_delays = tuple(retry_delays)
+        self.on_retry = on_retry or log.warning
         self._token: str | None = None
 
     # -- authentication ---------------------------------------------------
@@ -112,6 +158,13 @@ class AirflowClient:
             "[dag_processor] refresh_interval seconds (5 s under `smaker-airflow up`)."
         )
 
+    def pools(self) -> dict[str, int]:
+        """``GET /api/v2/pools``, all pages: pool name -> slots (-1: unlimited)."""
+        return {str(p["name"]): int(p["slots"]) for p in self._pages("/api/v2/pools", "pools")}
+
+    def is_paused(self, dag_id: str) -> bool:
+        return bool(self.dag(dag_id).get("is_paused"))
+
     def import_errors(self) -> list[dict[str, Any]]:
         """``GET /api/v2/importErrors``, all pages: DAG files the dag-processor could not load."""
         return self._pages("/api/v2/importErrors", "import_errors")
@@ -124,17 +177,24 @@ class AirflowClient:
         note: str | None = None,
         run_id: str | None = None,
     ) -> dict[str, Any]:
-        """Start a manual run; ``logical_date`` must be sent (as null) or the API answers 422."""
-        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+        """Start a manual run; ``logical_date`` must be sent (as null) or the API answers 422.
+
+        Without ``run_id`` the run is named as Airflow would name it
+        (``manual__<now>_<8 random characters>``): a POST repeated after a transient
+        failure then meets its own run (409) and returns it.
+        """
+        own_id = run_id is None
+        run_id = run_id or manual_run_id()
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}, "dag_run_id": run_id}
         if note is not None:
             body["note"] = note
-        if run_id is not None:
-            body["dag_run_id"] = run_id
         try:
             return self._api_dict("POST", f"/api/v2/dags/{_q(dag_id)}/dagRuns", body=body)
         except AirflowApiError as exc:
             if exc.status != 409:
                 raise
+            if own_id and exc.retried:
+                return self.dag_run(dag_id, run_id)  # our first POST went through before it failed
             # Airflow only says "Unique constraint violation": name the culprit.
             raise AirflowApiError(
                 f"{exc} DAG {dag_id!r} already has a run with id {run_id!r}: pick another run id.",
@@ -142,6 +202,10 @@ class AirflowClient:
                 url=exc.url,
                 status=409,
             ) from None
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """Every run of the DAG (all pages)."""
+        return self._pages(f"/api/v2/dags/{_q(dag_id)}/dagRuns", "dag_runs")
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self._api_dict("GET", f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}")
@@ -222,6 +286,33 @@ class AirflowClient:
         query: dict[str, str] | None = None,
         token: str | None = None,
     ) -> Any:
+        """One call, repeated after each of ``retry_delays`` while it fails transiently."""
+        retried: list[str] = []
+        for delay in (*self.retry_delays, None):
+            try:
+                return self._send_once(method, path, body, query, token)
+            except AirflowApiError as exc:
+                exc.retried = bool(retried)
+                if delay is None or not _transient(exc):
+                    if retried:
+                        exc.args = (f"{exc} (tried {len(retried) + 1} times: {'; '.join(retried)})",)
+                    raise
+                retried.append(exc.reason)
+                self.on_retry(
+                    f"Airflow at {self.base_url}: {method} {path} failed ({exc.reason}); "
+                    f"retry {len(retried)} of {len(self.retry_delays)} in {delay:g} s"
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _send_once(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> Any:
         url = self.base_url + path + ("?" + urllib.parse.urlencode(query) if query else "")
         request = urllib.request.Request(url, method=method, headers={"Accept": "application/json"})
         if body is not None:
@@ -240,7 +331,8 @@ class AirflowClient:
 
     def _http_error(self, method: str, url: str, exc: urllib.error.HTTPError) -> AirflowApiError:
         detail = _detail(exc)
-        head = f"{method} {url} -> HTTP {exc.code}: {detail}."
+        reason = f"HTTP {exc.code}: {detail}"[:300]
+        head = f"{method} {url} -> {reason}."
         if exc.code in (401, 403):
             return AirflowAuthError(
                 f"{head} Check the username/password for {self.base_url} (user {self.username!r}); "
@@ -248,6 +340,7 @@ class AirflowClient:
                 method=method,
                 url=url,
                 status=exc.code,
+                reason=reason,
             )
         if exc.code == 404:
             return AirflowNotFound(
@@ -256,9 +349,10 @@ class AirflowClient:
                 method=method,
                 url=url,
                 status=404,
+                reason=reason,
             )
         hint = "Airflow failed: see its api-server log." if exc.code >= 500 else "Airflow refused the request as sent."
-        return AirflowApiError(f"{head} {hint}", method=method, url=url, status=exc.code)
+        return AirflowApiError(f"{head} {hint}", method=method, url=url, status=exc.code, reason=reason)
 
     def _unreachable(self, method: str, url: str, exc: BaseException) -> AirflowUnreachable:
         reason = getattr(exc, "reason", exc)
@@ -271,7 +365,19 @@ class AirflowClient:
             "Start the local one with `smaker-airflow up`, or check the URL and port.",
             method=method,
             url=url,
+            reason=what,
         )
+
+
+def manual_run_id(now: datetime | None = None) -> str:
+    """A run id as Airflow 3.3 names a manual run without a logical date (DagRun.generate_run_id)."""
+    stamp = (now or datetime.now(UTC)).isoformat()
+    return f"manual__{stamp}_{''.join(secrets.choice(_RUN_ID_CHARS) for _ in range(8))}"
+
+
+def _transient(exc: AirflowApiError) -> bool:
+    """Worth another try: no answer (refused, reset, timed out) or a server-side failure (5xx)."""
+    return isinstance(exc, AirflowUnreachable) or (exc.status is not None and exc.status >= 500)
 
 
 def _q(part: str) -> str:

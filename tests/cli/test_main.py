@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.project import TINY_PREP, write_project
+from tests.support.project import PROJECT, TINY_PREP, write_project
 
 CLI = [sys.executable, "-m", "smaker_airflow.cli.main"]
 FIT = """
@@ -91,3 +93,49 @@ def test_the_package_is_an_airflow_provider() -> None:
     providers = ProvidersManager().providers
     assert "smaker-airflow" in providers  # `airflow providers list` shows it
     assert providers["smaker-airflow"].data["package-name"] == "smaker-airflow"
+
+
+ALERTING = """
+alerts:
+  on_failure:
+    - {type: smtp, conn_id: team_mail, to: [team@example.com]}
+    - {type: smtp, conn_id: other_mail, to: [team@example.com], enabled: false}
+"""
+
+
+def test_validate_warns_about_a_notifier_connection_airflow_does_not_have(tmp_path: Path) -> None:
+    """Looked up as Airflow does: AIRFLOW_CONN_<ID>, then the metadata database (here none can be read)."""
+    config = tiny_project(tmp_path / "project")
+    config.write_text(CONFIG + ALERTING)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"HOME": str(tmp_path)}
+    missing = subprocess.run(
+        [*CLI, "--project", str(config.parent.parent), "validate"], capture_output=True, text=True, env=env
+    )
+    assert missing.returncode == 0, missing.stderr  # a warning: the connection may be created later
+    out = " ".join(missing.stdout.split())  # rich wraps lines
+    assert "smtp notifier alerts.on_failure[0] (team_mail): connection 'team_mail' is not in the environment" in out
+    assert "(AIRFLOW_CONN_TEAM_MAIL) and the metadata database could not be read" in out
+    assert "set `enabled: false` on the notifier" in out
+    assert "other_mail" not in out  # disabled: never called
+    assert "Traceback" not in missing.stdout + missing.stderr
+    env["AIRFLOW_CONN_TEAM_MAIL"] = "smtp://127.0.0.1:8025"
+    present = subprocess.run(
+        [*CLI, "--project", str(config.parent.parent), "validate"], capture_output=True, text=True, env=env
+    )
+    assert present.returncode == 0 and "team_mail" not in present.stdout, present.stdout
+
+
+def test_the_example_alerts_to_the_task_log_without_any_connection(caplog: pytest.LogCaptureFixture) -> None:
+    from smaker_airflow.config import load_config
+    from smaker_airflow.deploy.preflight import notifier_connections
+    from smaker_airflow.notifications.alert import Alert
+    from smaker_airflow.notifications.callbacks import send
+
+    cfg = load_config(PROJECT / "configs" / "daily_retraining.yaml")
+    assert notifier_connections(cfg) == []  # nothing enabled needs a connection: no error on every failure
+    alert = Alert("failure", "daily_retraining", "manual__1", task_id="train", error="exit status 1")
+    with caplog.at_level(logging.WARNING, logger="smaker_airflow.alerts"):
+        assert send(alert, cfg.alerts.notifiers("failure"), {}) == []  # no notifier failed
+    [record] = [r for r in caplog.records if r.name == "smaker_airflow.alerts"]
+    assert "daily_retraining" in record.getMessage() and "exit status 1" in record.getMessage()
+    assert "train" in record.getMessage()

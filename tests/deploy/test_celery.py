@@ -229,11 +229,11 @@ def test_ab_dag_on_two_celery_workers(project: Path, database_url: str, broker_u
         assert set(info.pids) == set(airflow.components)
 
         client = airflow.client()
-        client.wait_for_dag("ab_test", timeout=180)
+        client.wait_for_dag("ab_test", timeout=600)
         client.unpause("ab_test")
         started = time.monotonic()
         run = client.trigger("ab_test")
-        run = client.wait_for_run("ab_test", run["dag_run_id"], timeout=300, poll=1)
+        run = client.wait_for_run("ab_test", run["dag_run_id"], timeout=900, poll=1)
         print(f"run time: {time.monotonic() - started:.1f} s")
         tis = client.task_instances("ab_test", run["dag_run_id"])
         assert run["state"] == "success", [(ti["task_id"], ti["state"]) for ti in tis]

@@ -141,8 +141,9 @@ STUBBORN = textwrap.dedent(
 @pytest.fixture
 def stubborn(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen([sys.executable, "-c", STUBBORN], start_new_session=True)
-    deadline = time.monotonic() + 10
-    while not (children := psutil.Process(proc.pid).children()) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 120
+    while not (children := psutil.Process(proc.pid).children()):
+        assert time.monotonic() < deadline, "the stubborn process did not start its child within 120 s"
         time.sleep(0.05)
     yield proc
     for child in children:  # whatever the test did, leave nothing behind
@@ -169,7 +170,7 @@ def test_down_stops_the_whole_tree(
     local = make_local(tmp_path)
     write_pid_file(local, {"scheduler": stubborn})
     assert local.down() == [stubborn.pid]
-    assert stubborn.wait(timeout=5) == -9  # deaf to SIGTERM: killed
+    assert stubborn.wait(timeout=60) == -9  # deaf to SIGTERM: killed
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
     assert not local.pid_file.exists()
 
@@ -244,21 +245,21 @@ def test_up_run_down(tmp_path: Path) -> None:
             LocalAirflow(home=local.home, dags_folder=local.dags_folder, port=free_port()).up()
 
         client = local.client()
-        client.wait_for_dag("la_touch", timeout=120)
+        client.wait_for_dag("la_touch", timeout=600)
         client.unpause("la_touch")
         started = time.monotonic()
         run = client.trigger("la_touch")
         assert run["logical_date"] is None
-        run = client.wait_for_run("la_touch", run["dag_run_id"], timeout=180, poll=0.5)
+        run = client.wait_for_run("la_touch", run["dag_run_id"], timeout=600, poll=0.5)
         print(f"time for the run: {time.monotonic() - started:.1f} s")
         assert run["state"] == "success"
         assert out.read_text() == "made\n"
 
         # Leave a task running so that down() has a shell in a session of its own to stop.
-        client.wait_for_dag("la_nap", timeout=120)
+        client.wait_for_dag("la_nap", timeout=600)
         client.unpause("la_nap")
         client.trigger("la_nap")
-        wait_for(lambda: any("sleep 300" in p for p in processes_of(local.home)), 120, "the nap task")
+        wait_for(lambda: any("sleep 300" in p for p in processes_of(local.home)), 600, "the nap task's `sleep 300`")
         pgids = set(info.pids.values())
     finally:
         stopping = time.monotonic()
@@ -284,5 +285,5 @@ def test_up_run_down(tmp_path: Path) -> None:
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, f"{what} did not start within {timeout} s"
+        assert time.monotonic() < deadline, f"{what} did not start within {timeout:g} s"
         time.sleep(0.5)

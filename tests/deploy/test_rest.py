@@ -6,12 +6,16 @@ answers and a web server that is not Airflow.
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -62,17 +66,25 @@ DAG_IDS = ("rest_echo", "rest_fail", "rest_wide", "rest_nap")
 
 
 # -- fast: no Airflow --------------------------------------------------------------
-def test_refused_connection_says_how_to_start_airflow() -> None:
+def test_refused_connection_is_retried_then_says_how_to_start_airflow() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(AirflowUnreachable, match=r"could not be reached \(ConnectionRefusedError.*smaker-airflow up"):
-        AirflowClient(url, "admin", "admin").unpause("any")
+    notices: list[str] = []
+    client = AirflowClient(url, "admin", "admin", retry_delays=(0.1, 0.2), on_retry=notices.append)
+    with pytest.raises(
+        AirflowUnreachable, match=r"could not be reached \(ConnectionRefusedError.*smaker-airflow up"
+    ) as err:
+        client.unpause("any")
+    assert "(tried 3 times: could not be reached (ConnectionRefusedError" in str(err.value)
+    assert [n.split(" failed ")[0] for n in notices] == [f"Airflow at {url}: POST /auth/token"] * 2
+    assert notices[1].endswith("retry 2 of 2 in 0.2 s")
 
 
 def test_silent_server_times_out() -> None:
     with socket.socket() as silent:  # accepts connections (backlog) but never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        client = AirflowClient(f"http://127.0.0.1:{silent.getsockname()[1]}", "admin", "admin", timeout=0.5)
+        port = silent.getsockname()[1]
+        client = AirflowClient(f"http://127.0.0.1:{port}", "admin", "admin", timeout=0.5, retry_delays=())
         started = time.monotonic()
         with pytest.raises(AirflowUnreachable, match=r"did not answer within 0\.5 s for POST .*/auth/token"):
             client.token()
@@ -102,6 +114,83 @@ def test_a_web_server_that_is_not_airflow() -> None:
         server.server_close()
 
 
+class _BusyAirflow(BaseHTTPRequestHandler):
+    """Airflow's API while its SQLite database is locked: 500 "Database error" for the first POSTs.
+
+    `commit_first` plays the worst case: the first trigger is stored although its answer is a 500.
+    """
+
+    busy_answers = 2
+    commit_first = False
+    runs: ClassVar[dict[str, dict[str, object]]] = {}
+    posts = 0
+
+    def _answer(self, code: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path == "/auth/token":
+            return self._answer(201, {"access_token": "t"})
+        cls = type(self)
+        cls.posts += 1
+        run_id = body["dag_run_id"]
+        if run_id in cls.runs:
+            return self._answer(409, {"detail": {"reason": "Unique constraint violation"}})
+        if cls.posts == 1 and cls.commit_first:
+            cls.runs[run_id] = {"dag_run_id": run_id, "state": "queued"}
+        if cls.posts <= cls.busy_answers:
+            locked = "(sqlite3.OperationalError) database is locked"
+            return self._answer(500, {"detail": {"reason": "Database error", "message": locked}})
+        cls.runs[run_id] = {"dag_run_id": run_id, "state": "queued"}
+        return self._answer(200, cls.runs[run_id])
+
+    def do_GET(self) -> None:
+        run_id = urllib.parse.unquote(self.path.rsplit("/", 1)[-1])
+        self._answer(200, type(self).runs[run_id])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("commit_first", [False, True])
+def test_busy_database_is_retried_and_a_trigger_never_runs_twice(commit_first: bool) -> None:
+    handler = type("Busy", (_BusyAirflow,), {"commit_first": commit_first, "runs": {}, "posts": 0})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    notices: list[str] = []
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        client = AirflowClient(url, "admin", "admin", retry_delays=(0.1, 0.1, 0.1), on_retry=notices.append)
+        run = client.trigger("daily")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run["dag_run_id"].startswith("manual__")
+    assert list(handler.runs) == [run["dag_run_id"]]  # one run, also when the first POST was stored
+    assert len(notices) == (1 if commit_first else 2)  # a stored run answers 409 to the retry: returned
+    assert (
+        "POST /api/v2/dags/daily/dagRuns failed (HTTP 500: Database error - (sqlite3.OperationalError) database is locked)"
+        in notices[0]
+    )
+    assert notices[0].endswith("retry 1 of 3 in 0.1 s")
+
+
+def test_client_side_run_ids_look_like_airflows() -> None:
+    from datetime import UTC, datetime
+
+    from smaker_airflow.deploy.rest import manual_run_id
+
+    run_id = manual_run_id(datetime(2026, 11, 30, 8, 0, tzinfo=UTC))
+    assert re.fullmatch(r"manual__2026-11-30T08:00:00\+00:00_[A-Za-z0-9]{8}", run_id)
+    assert manual_run_id() != manual_run_id()
+
+
 # -- slow: a real Airflow -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAirflow]:
@@ -115,7 +204,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAirflow]:
         airflow.up(timeout=300)
         client = airflow.client()
         for dag_id in DAG_IDS:
-            client.wait_for_dag(dag_id, timeout=120)
+            client.wait_for_dag(dag_id, timeout=600)
         yield airflow
     finally:
         airflow.down()
@@ -156,9 +245,9 @@ def test_refused_token_is_renewed(client: AirflowClient) -> None:
 
 @pytest.mark.slow
 def test_import_errors_are_listed_and_named_by_wait_for_dag(client: AirflowClient) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     while not (errors := client.import_errors()):
-        assert time.monotonic() < deadline, "the broken file was never reported"
+        assert time.monotonic() < deadline, "the dag-processor did not report broken_dag.py's import error within 300 s"
         time.sleep(1)
     assert [Path(e["filename"]).name for e in errors] == ["broken_dag.py"]
     assert "broken on purpose" in errors[0]["stack_trace"]
@@ -172,7 +261,7 @@ def test_trigger_with_conf_and_note_then_read_results(client: AirflowClient) -> 
     run = client.trigger("rest_echo", conf={"word": "hello"}, note="from the tests")
     assert (run["logical_date"], run["conf"], run["note"]) == (None, {"word": "hello"}, "from the tests")
     run_id = run["dag_run_id"]  # holds ':' and '+': quoted in every path
-    assert client.wait_for_run("rest_echo", run_id, timeout=180, poll=0.5)["state"] == "success"
+    assert client.wait_for_run("rest_echo", run_id, timeout=600, poll=0.5)["state"] == "success"
     assert client.dag_run("rest_echo", run_id)["state"] == "success"
     states = {ti["task_id"]: ti["state"] for ti in client.task_instances("rest_echo", run_id)}
     assert states == {"echo": "success", "summary": "success"}
@@ -188,7 +277,7 @@ def test_trigger_with_conf_and_note_then_read_results(client: AirflowClient) -> 
 @pytest.mark.slow
 def test_failed_run_is_returned_not_raised(client: AirflowClient) -> None:
     client.unpause("rest_fail")
-    run = client.wait_for_run("rest_fail", client.trigger("rest_fail")["dag_run_id"], timeout=180, poll=0.5)
+    run = client.wait_for_run("rest_fail", client.trigger("rest_fail")["dag_run_id"], timeout=600, poll=0.5)
     assert run["state"] == "failed"
     assert [ti["state"] for ti in client.task_instances("rest_fail", run["dag_run_id"])] == ["failed"]
 
@@ -196,7 +285,7 @@ def test_failed_run_is_returned_not_raised(client: AirflowClient) -> None:
 @pytest.mark.slow
 def test_task_instances_reads_every_page(client: AirflowClient) -> None:
     client.unpause("rest_wide")
-    run = client.wait_for_run("rest_wide", client.trigger("rest_wide")["dag_run_id"], timeout=180, poll=0.5)
+    run = client.wait_for_run("rest_wide", client.trigger("rest_wide")["dag_run_id"], timeout=600, poll=0.5)
     tis = client.task_instances("rest_wide", run["dag_run_id"])
     assert sorted(ti["task_id"] for ti in tis) == [f"e{i:03d}" for i in range(105)]
 

@@ -348,9 +348,9 @@ def test_runs_at_once_and_a_backfill_keep_separate_run_folders(airflow_server: S
     def scheduled() -> list[dict[str, Any]]:
         return [r for r in server.dag_runs("overlap") if r["run_type"] == "scheduled"]
 
-    wait_until(lambda: bool(scheduled()), 120, "the scheduled run")
+    wait_until(lambda: bool(scheduled()), 600, "the scheduled run")
     first = server.folder("overlap", scheduled()[0]["dag_run_id"])
-    wait_until((first / "stamp.started").exists, 180, "the scheduled run's first job")
+    wait_until((first / "stamp.started").exists, 600, "the scheduled run's first job (Snakemake started in its task)")
     server.client.trigger("overlap")
     backfill = {
         "dag_id": "overlap",
@@ -453,7 +453,7 @@ def test_marked_failed_and_timed_out_tasks_leave_no_process(airflow_server: Serv
     folder = server.folder("stuck", run_id)
     jobs = ("victim", "stubborn", "overrun")
     try:
-        wait_until(lambda: all((folder / f"{job}.pid").exists() for job in jobs), 180, "all three jobs")
+        wait_until(lambda: all((folder / f"{job}.pid").exists() for job in jobs), 600, "all three jobs")
         victim, stubborn, overrun = (job_tree(folder, job) for job in jobs)
 
         marked = time.monotonic()
@@ -463,7 +463,7 @@ def test_marked_failed_and_timed_out_tasks_leave_no_process(airflow_server: Serv
         assert not gone(overrun)  # only the marked tasks' trees were stopped
 
         # The overrun hits execution_timeout (its `runtime: 1` = 60 s) and fails.
-        run = server.client.wait_for_run("stuck", run_id, timeout=300, poll=2)
+        run = server.client.wait_for_run("stuck", run_id, timeout=900, poll=2)
         timeout_seconds = time.monotonic() - marked
         tis = server.task_instances("stuck", run_id)
         assert run["state"] == "failed"
@@ -512,7 +512,7 @@ def test_task_process_sigkilled_mid_job_retry_stops_the_leftover_and_completes(a
     run_id = server.client.trigger("runner_kill")["dag_run_id"]
     folder = server.folder("runner_kill", run_id)
     try:
-        wait_until((folder / "work-1.pid").exists, 180, "the job's first try")
+        wait_until((folder / "work-1.pid").exists, 600, "the job's first try")
         shell = psutil.Process(int((folder / "work-1.pid").read_text()))
         snakemake = shell.parent()
         assert snakemake is not None and is_job_process(snakemake)
@@ -521,7 +521,7 @@ def test_task_process_sigkilled_mid_job_retry_stops_the_leftover_and_completes(a
         os.kill(task_process.pid, signal.SIGKILL)
         killed = time.monotonic()
 
-        run = server.client.wait_for_run("runner_kill", run_id, timeout=300, poll=2)
+        run = server.client.wait_for_run("runner_kill", run_id, timeout=900, poll=2)
         print(f"\ntask process killed: retry done {time.monotonic() - killed:.1f} s later")
         tis = server.task_instances("runner_kill", run_id)
         assert run["state"] == "success" and tis["work"]["try_number"] == 2
@@ -586,7 +586,7 @@ def test_scheduler_killed_mid_run_and_restarted_completes_the_run(airflow_server
     server.deploy("sched_kill", config, {"sched_kill.smk": SCHEDULER_SNAKEFILE})
     run_id = server.client.trigger("sched_kill")["dag_run_id"]
     folder = server.folder("sched_kill", run_id)
-    wait_until((folder / "first.started").exists, 180, "the first job")
+    wait_until((folder / "first.started").exists, 600, "the first job")
 
     info = server.local.status()
     assert info is not None
@@ -603,7 +603,7 @@ def test_scheduler_killed_mid_run_and_restarted_completes_the_run(airflow_server
     time.sleep(5)  # let the new scheduler reach its loop before the first job finishes
     assert alive(new)
     gate.touch()
-    run = server.client.wait_for_run("sched_kill", run_id, timeout=300, poll=2)
+    run = server.client.wait_for_run("sched_kill", run_id, timeout=900, poll=2)
     seconds = time.monotonic() - restarted
     tis = server.task_instances("sched_kill", run_id)
 
