@@ -104,6 +104,12 @@ _HINTS = {
         "values contain no ',' and do not start or end with a quote."
     ),
 }
+# Keys smaker-airflow adds to a plain Snakefile's config only when asked (config/model.py run_keys).
+_RUN_KEYS = ("run_date", "arm")
+_RUN_KEYS_HINT = (
+    "smaker-airflow gives a plain Snakefile `config['run_date']` (the run's date) and `config['arm']` "
+    "when its config says so: add `run_keys: true` under `workflow:`."
+)
 _DEFAULT_HINTS = {
     "load": "Fix the Snakefile at that place, then validate the config again.",
     "registry": f"Fix {REGISTRY_MODULE}.registry_snapshot(): it must return a JSON-safe dict.",
@@ -718,6 +724,8 @@ def describe_exception(stage: str, exc: BaseException, workflow: Any, main: str)
     if text.startswith(_WILDCARD_TARGET) and workflow is not None:
         rule, snakefile, lineno = _default_target(workflow, linemaps)
         kind, hint = "WildcardError", _WILDCARD_TARGET_HINT
+    elif isinstance(exc, KeyError) and exc.args and exc.args[0] in _RUN_KEYS:
+        hint = _RUN_KEYS_HINT
     return PlanningFailure(
         stage,
         kind,

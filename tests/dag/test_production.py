@@ -574,7 +574,7 @@ def test_backfill_of_old_dates_leaves_todays_model_in_production(airflow_server:
     today = datetime.now(UTC).date()
     config = (
         f"dag_id: backfill_prod\nschedule: '@daily'\nstart_date: '{today - timedelta(days=10)}'\ncatchup: false\n"
-        "workflow:\n  snakefile: workflows/backfill_prod/daily.smk\npublish:\n  to: production/backfill_prod\n"
+        "workflow:\n  snakefile: workflows/backfill_prod/daily.smk\n  run_keys: true\npublish:\n  to: production/backfill_prod\n"
     )
     server.deploy("backfill_prod", config, {"daily.smk": DAILY_SNAKEFILE})  # unpaused: its scheduled run starts
     server.wait_for_runs("backfill_prod", 1, timeout=300)

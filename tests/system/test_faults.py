@@ -340,7 +340,7 @@ def test_runs_at_once_and_a_backfill_keep_separate_run_folders(airflow_server: S
     config = (
         "dag_id: overlap\nschedule: '@daily'\n"
         f"start_date: '{start_date.date()}'\ncatchup: false\nmax_active_runs: 4\n"
-        f"workflow:\n  snakefile: workflows/overlap/overlap.smk\nconfig:\n  gate: {gate}\n"
+        f"workflow:\n  snakefile: workflows/overlap/overlap.smk\n  run_keys: true\nconfig:\n  gate: {gate}\n"
     )
     server.deploy("overlap", config, {"overlap.smk": OVERLAP_SNAKEFILE})
 
@@ -581,7 +581,7 @@ def test_scheduler_killed_mid_run_and_restarted_completes_the_run(airflow_server
     gate = server.project / "gates" / "sched_kill"
     config = (
         "dag_id: sched_kill\nschedule: null\nstart_date: 2026-11-01\n"
-        f"workflow:\n  snakefile: workflows/sched_kill/sched_kill.smk\nconfig:\n  gate: {gate}\n"
+        f"workflow:\n  snakefile: workflows/sched_kill/sched_kill.smk\n  run_keys: true\nconfig:\n  gate: {gate}\n"
     )
     server.deploy("sched_kill", config, {"sched_kill.smk": SCHEDULER_SNAKEFILE})
     run_id = server.client.trigger("sched_kill")["dag_run_id"]
