@@ -12,7 +12,9 @@ from smaker_airflow.operators.base import SmakerOperator
 from smaker_airflow.operators.lineage import JobLineage  # OpenLineage: inputs/outputs, rule, wildcards
 from smaker_airflow.plan.model import Job, Plan
 from smaker_airflow.run import temp
+from smaker_airflow.run.assets import asset_path, output_event_extras
 from smaker_airflow.run.job_process import JobInvocation, JobProcess, read_log_tails
+from smaker_airflow.run.state import RunState
 from smaker_airflow.run.workdir import job_settings
 
 
@@ -89,8 +91,19 @@ class SnakemakeJobOperator(JobLineage, SmakerOperator):
             self.log.info("The job's log files:\n%s", log_tail)
         elif logs:
             self.log.info("The job wrote none of its log files (%s)", ", ".join(logs))
+        self._describe_output_events(context, folder, state, arm, jobs)
         temp.release(folder, jobs, state, self.log.info)  # temp() files no reader still needs
         return {"run_folder": str(folder), "outputs": [path for job in jobs for path in job.outputs]}
+
+    def _describe_output_events(self, context: Any, folder: Path, state: RunState, arm: str, jobs: list[Job]) -> None:
+        """Give each output Asset's event this run's real file, run, arm, values and sha256 (run/assets.py)."""
+        extras: dict[str, dict[str, Any]] = {}
+        for deployed, job in zip(self.members, jobs, strict=True):
+            extras.update(output_event_extras(folder, deployed, job, state, arm))
+        for outlet in self.outlets:
+            extra = extras.get(asset_path(getattr(outlet, "uri", "")))
+            if extra is not None:
+                context["outlet_events"][outlet].extra = extra
 
     def on_kill(self) -> None:
         if self._process is not None:
