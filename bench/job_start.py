@@ -10,13 +10,17 @@ load spikes of a shared machine hit every step alike:
   the flags of `job_process.snakemake_argv` (the baseline);
 - `job via runner`: the same flags given to `python -m smaker_airflow.run.job_runner`,
   which calls Snakemake's Python API without the CLI parser (what the mode runs now);
-- `job in a fork of a warm process`: `job_runner.main` in a fork of this benchmark
-  process after `import snakemake.api` (what a warm process per worker would cost; the
-  one-job mode does not do this yet).
-CPU time (user + system of the child) is printed beside the wall time: on a loaded machine
-it moves much less. The job is one trivial rule (`touch` of its output) in a fresh run folder each time.
-Run: `.venv/bin/python bench/job_start.py [--reps N]`. The last line is the runner's
-ratio to the CLI.
+- `job in a fork of a warm process`: `job_runner.main` in a bare fork of this benchmark
+  process after the job server's imports (the floor of any warm-process design);
+- `task: runner process` and `task: job server`: the job as a job task starts it,
+  `JobProcess(...).run()` (leftover search, start, output relay, exit), with
+  `SMAKER_AIRFLOW_JOB_SERVER=off` (a fresh runner process, as before) and with the job server
+  (run/job_server.py: a fork of a warm process per worker; started by the warm-up).
+CPU time (user + system of the child) is printed beside the wall time of fresh processes: on
+a loaded machine it moves much less (a served job is the server's child, not ours: no CPU
+figure). The job is one trivial rule (`touch` of its output) in a fresh run folder each time.
+Run: `.venv/bin/python bench/job_start.py [--reps N]`. The last line is the ratio of a job
+task's job start with the job server to one with a fresh runner process.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from _lib import PYTHON, REPO, header, median, scratch, show
 
 sys.path.insert(0, str(REPO))
 
-from smaker_airflow.run.job_process import JobInvocation, runner_argv, snakemake_argv
+from smaker_airflow.run import job_server
+from smaker_airflow.run.job_process import JobInvocation, JobProcess, runner_argv, snakemake_argv
 
 TARGET = 0.5  # seconds per job start (issue 16)
 
@@ -65,8 +70,8 @@ def timed(argv: list[str]) -> float:
 
 
 def forked(argv: list[str]) -> float:
-    """The job's flags run by `job_runner.main` in a fork of this process, which has imported
-    snakemake.api already: what a warm process per worker would cost per job (not built yet)."""
+    """The job's flags run by `job_runner.main` in a bare fork of this process, which has made
+    the job server's imports: the floor of any warm-process design."""
     from smaker_airflow.run import job_runner
 
     cpu, start = children_cpu(), time.perf_counter()
@@ -89,12 +94,26 @@ def forked(argv: list[str]) -> float:
     return wall
 
 
+def task(inv: JobInvocation, served: bool) -> float:
+    """What a job task pays for its job: `JobProcess.run()`, with or without the job server."""
+    os.environ[job_server.SWITCH_ENV] = "on" if served else "off"
+    cpu, start = children_cpu(), time.perf_counter()
+    job = JobProcess(inv, on_line=lambda _: None)
+    job.run(timeout=120)
+    wall = time.perf_counter() - start
+    LAST_CPU[0] = children_cpu() - cpu
+    if job.served != served:
+        raise SystemExit(f"{inv.target}: served={job.served}, expected {served}")
+    return wall
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7, help="timed runs of each step (alternating)")
     args = parser.parse_args()
     header("job_start: one trivial Snakemake job in a fresh process, step by step")
     with scratch("job-start") as root:
+        os.environ[job_server.DIR_ENV] = str(root / "job-servers")  # this benchmark's own server
         snakefile = root / "Snakefile"
         snakefile.write_text(SNAKEFILE)
         configfile = root / "config.json"
@@ -110,31 +129,39 @@ def main() -> None:
             "job via CLI": lambda n: timed(snakemake_argv(invocation(n, "cli"))),
             "job via runner": lambda n: timed(runner_argv(invocation(n, "runner"))),
             "job in a fork of a warm process": lambda n: forked(runner_argv(invocation(n, "fork"))),
+            "task: runner process": lambda n: task(invocation(n, "task-runner"), served=False),
+            "task: job server": lambda n: task(invocation(n, "task-served"), served=True),
         }
-        import snakemake.api  # noqa: F401  (the warm process: what the fork inherits)
+        job_server._warm_up()  # what the fork inherits: the job server's imports
 
-        for step in steps.values():  # warm-up: disk caches, .pyc files
-            step(-1)
-        walls: dict[str, list[float]] = {name: [] for name in steps}
-        cpus: dict[str, list[float]] = {name: [] for name in steps}
-        for n in range(args.reps):
-            for name, step in steps.items():
-                walls[name].append(step(n))
-                cpus[name].append(LAST_CPU[0])
-        done = sorted(p.name for p in root.glob("run-runner-*/done/*.txt"))
-        assert len(done) == args.reps + 1, done  # the runner really ran every job
+        try:
+            for step in steps.values():  # warm-up: disk caches, .pyc files, the job server's start
+                step(-1)
+            walls: dict[str, list[float]] = {name: [] for name in steps}
+            cpus: dict[str, list[float]] = {name: [] for name in steps}
+            for n in range(args.reps):
+                for name, step in steps.items():
+                    walls[name].append(step(n))
+                    cpus[name].append(LAST_CPU[0])
+        finally:
+            job_server.stop_servers(root / "job-servers")
+        for how in ("runner", "task-served"):
+            done = sorted(p.name for p in root.glob(f"run-{how}-*/done/*.txt"))
+            assert len(done) == args.reps + 1, (how, done)  # every job really ran
     for name, values in walls.items():
-        print(show(name, values) + f"; CPU median {median(cpus[name]):.3f} s")
+        cpu = "" if name == "task: job server" else f"; CPU median {median(cpus[name]):.3f} s"
+        print(show(name, values) + cpu)
     cli, runner = median(walls["job via CLI"]), median(walls["job via runner"])
     base = median(walls["python"])
+    fresh, served = median(walls["task: runner process"]), median(walls["task: job server"])
     print(
         f"saved by the runner (no CLI parser): {cli - runner:.3f} s wall, "
         f"{median(cpus['job via CLI']) - median(cpus['job via runner']):.3f} s CPU per job"
     )
-    print(f"a warm fork would save another {runner - median(walls['job in a fork of a warm process']):.3f} s")
     print(f"job start above the bare interpreter: CLI {cli - base:.3f} s, runner {runner - base:.3f} s")
-    print(f"target: job start <= {TARGET} s: {'met' if runner <= TARGET else 'MISSED'} ({runner:.3f} s)")
-    print(f"ratio job start runner/CLI: {runner / cli:.2f}")
+    print(f"saved by the job server per job task: {fresh - served:.3f} s wall")
+    print(f"target: a job task's job <= {TARGET} s: {'met' if served <= TARGET else 'MISSED'} ({served:.3f} s)")
+    print(f"ratio job task job server/runner process: {served / fresh:.2f}")
 
 
 if __name__ == "__main__":

@@ -122,9 +122,13 @@ if "scheduler" in sys.argv:
 """
 
 SETTINGS: dict[str, dict[str, str]] = {
-    "default (min_heartbeat_interval 5)": {},
+    # Airflow's default; `smaker-airflow up` (LocalAirflow) sets 1, so the default is set back here.
+    "default (min_heartbeat_interval 5)": {"AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "5"},
     "min_heartbeat_interval 1": {"AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1"},
-    "upstream fix (wait on the process once its sockets ended)": {"PYTHONPATH": "{fix}"},
+    "upstream fix (wait on the process once its sockets ended)": {
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "5",
+        "PYTHONPATH": "{fix}",
+    },
 }
 
 

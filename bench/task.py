@@ -8,16 +8,23 @@ Both run with `dag.test()` in one process, alternately, after a warm-up run:
 Airflow runs the tasks one after the other in-process (no scheduler, no
 executor, no task process, so no DAG-file parse per task). The wall time of a
 whole run is the cost of its tasks; the ratio of the medians is printed last.
+Job tasks start their jobs in forks of the job server (run/job_server.py, started by the
+warm-up run); `--job-server off` runs each job in a fresh process, as before.
 Run:
-`.venv/bin/python bench/task.py [--reps N]`.
+`.venv/bin/python bench/task.py [--reps N] [--job-server on|off]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from _lib import airflow_env, compile_project, dag_test, durations, header, median, migrate, scratch, show
+from _lib import REPO, airflow_env, compile_project, dag_test, durations, header, median, migrate, scratch, show
+
+sys.path.insert(0, str(REPO))
+
+from smaker_airflow.run import job_server
 
 TASKS = 20
 TARGET = 1.5
@@ -67,15 +74,20 @@ def write_project(root: Path) -> tuple[Path, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="timed runs of each DAG (after one warm-up run)")
+    parser.add_argument("--job-server", choices=["on", "off"], default="on", help="jobs in forks of a job server")
     args = parser.parse_args()
     header(f"task: {TASKS} trivial Snakemake jobs vs {TASKS} BashOperator `true`, dag.test() in one process")
     with scratch("task") as home:
         project = home / "project"
         env = airflow_env(home, project / "dags")  # dag.test() wants the DAG files in the DAGs folder
+        env.update({job_server.DIR_ENV: str(home / "job-servers"), job_server.SWITCH_ENV: args.job_server})
         migrate(env)
         smaker_file, bash_file = write_project(project)
         compile_project(project, env)  # warm plan cache, as after a deploy
-        results = dag_test(env, args.reps, {"smaker": smaker_file, "bash": bash_file})
+        try:
+            results = dag_test(env, args.reps, {"smaker": smaker_file, "bash": bash_file})
+        finally:
+            job_server.stop_servers(home / "job-servers")
     walls = {name: [run["wall"] for run in runs] for name, runs in results.items()}
     for name in ("smaker", "bash"):
         print(show(f"{name} run ({len(results[name][0]['tasks'])} tasks)", walls[name]))

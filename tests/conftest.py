@@ -27,6 +27,7 @@ from tests.support.project import PROJECT, load_dag
 if TYPE_CHECKING:
     from tests.support.airflow_server import Server
     from tests.support.http import HttpRecorder
+    from tests.support.s3_server import S3Server
     from tests.support.smtp import SmtpRecorder
 
 __all__ = ["PROJECT", "load_dag"]  # still importable from here; new code imports tests.support.project
@@ -42,8 +43,19 @@ os.environ.update(
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         # Plans built by tests go to a throwaway cache, never the project's.
         "SMAKER_AIRFLOW_CACHE_DIR": str(_HOME / "plan-cache"),
+        # Job servers (run/job_server.py) started by tests, and by the tests' Airflow, live here:
+        # the session stops them at its end.
+        "SMAKER_AIRFLOW_JOB_SERVER_DIR": str(_HOME / "job-servers"),
     }
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_job_servers() -> Iterator[None]:
+    yield
+    from smaker_airflow.run.job_server import stop_servers
+
+    stop_servers(_HOME / "job-servers")
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +86,18 @@ def airflow_server() -> Iterator[Server]:
     server = start_server()
     yield server
     stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-compatible server (SeaweedFS) on loopback, with a key pair of its own; stopped after the module."""
+    from tests.support.s3_server import S3Server
+
+    folder = Path(tempfile.mkdtemp(prefix="smaker-s3-"))
+    server = S3Server.start(folder)
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

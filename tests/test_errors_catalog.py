@@ -100,6 +100,21 @@ CONFIG_MISTAKES: dict[str, tuple[Path, Mistake]] = {
     "unknown_preset": _config("unknown_preset", "schedule:", "unknown preset '@dayly'", "@daily"),
     "bad_timezone": _config("bad_timezone", "timezone:", "'Europe/Pariss'", "IANA name"),
     "bad_start_date": _config("bad_start_date", "start_date:", "'2026-02-30' is not a date", "YYYY-MM-DD"),
+    "promote_unknown_key": _config(
+        "promote_unknown_key", "promote:", "unknown key 'min_improvment'", "did you mean 'min_improvement'?"
+    ),
+    "promote_bad_confidence": _config(
+        "promote_bad_confidence", "promote.confidence:", "95 is greater than or equal to the maximum of 1"
+    ),
+    "promote_unknown_repeats": _config(
+        "promote_unknown_repeats", "promote.repeats:", "'seed' is not a parameter", "known: size, alpha, mode"
+    ),
+    "promote_storage": _config(
+        "promote_storage", "promote:", "to object storage", "Remove `promote:`", "or remove `storage:`"
+    ),
+    "promote_without_variants": _config(
+        "promote_without_variants", "promote:", "this config has one arm", "Add `variants:`", "remove `promote:`"
+    ),
     # Alone in its folder: the duplicate-dag_id check of its neighbours would trip on it (see docs).
     "unreadable_date": _config(
         "invalid_calendar_date",
@@ -108,6 +123,20 @@ CONFIG_MISTAKES: dict[str, tuple[Path, Mistake]] = {
         "'2026-13-01' cannot be read",
         "quote the value",
         folder=SAMPLES / "unparsable_date" / "configs",
+    ),
+    "fused_two_arms": _config(
+        "fused_two_arms", "snakemake.execution:", "runs one arm", "2 arms (control, alt)", "per_job"
+    ),
+    "fused_kubernetes": _config(
+        "fused_kubernetes", "snakemake.execution:", "resources.kubernetes", "do not apply", "per_job"
+    ),
+    "fused_quiet": _config("fused_quiet", "snakemake.args:", "'--quiet' silences", "Remove '--quiet'"),
+    "storage_scheme": _config("storage_scheme", "storage.url:", "scheme 'gs' is not supported", "use an s3:// URL"),
+    "storage_publish_local": _config(
+        "storage_publish_local", "publish.to:", "'/srv/models' is a local folder", "Use a relative path"
+    ),
+    "fused_storage": _config(
+        "fused_storage", "snakemake.execution:", "one job per task", "per_job", "or remove `storage:`"
     ),
 }
 
@@ -166,6 +195,31 @@ PLANNING_MISTAKES: dict[str, tuple[Path, Mistake]] = {
             ("rule stream", "stream.fq", "runs no command", "drop pipe()/service()"),
         ),
     ),
+}
+
+# What the chosen DAG layout cannot run (plan/layout.py): `validate` and the DAG file's import.
+LAYOUT_MISTAKES: dict[str, tuple[Path, Mistake]] = {
+    "mapped_group": _config(
+        "mapped_group", "workflow.layout:", "rule(s) a, b form Snakemake group jobs", "`workflow.layout: job_tasks`"
+    ),
+    "mapped_too_many": _config(
+        "mapped_too_many",
+        "workflow.layout:",
+        "rule 'make' has 3 jobs",
+        "`[core] max_map_length` (2)",
+        "AIRFLOW__CORE__MAX_MAP_LENGTH=3",
+    ),
+    "mapped_fused": _config(
+        "mapped_fused",
+        "workflow.layout:",
+        "`snakemake.execution: fused` cannot follow",
+        "`workflow.layout: job_tasks`",
+        "remove `execution: fused`",
+    ),
+    "checkpoint_job_tasks": _config(
+        "checkpoint_job_tasks", "workflow.layout:", "rule(s) split are checkpoints", "`workflow.layout: mapped`"
+    ),
+    "checkpoint_temp": _config("checkpoint_temp", "workflow.layout:", "checkpoints and temp() outputs", "drop temp()"),
 }
 
 # Trigger-form values (dag_run.conf) against configs/good.yaml, whose DAG id is errors_good.
@@ -290,6 +344,19 @@ def test_planning_mistake(name: str) -> None:
     assert str(path.resolve()) in message  # the config is named too, whoever raised
 
 
+@pytest.mark.parametrize("name", list(LAYOUT_MISTAKES))
+def test_layout_mistake(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `validate`, `plan` and a DAG file's import check after planning: the layout can run the plan."""
+    from smaker_airflow.cli.main import _layout
+
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "2")
+    path, mistake = LAYOUT_MISTAKES[name]
+    cfg = load_config(path)
+    with pytest.raises(mistake.error) as caught:
+        _layout(cfg, load_plan(cfg))
+    assert_reported(str(caught.value), mistake)
+
+
 @pytest.mark.parametrize("name", list(TRIGGER_MISTAKES))
 def test_trigger_mistake(name: str) -> None:
     conf, mistake = TRIGGER_MISTAKES[name]
@@ -403,6 +470,7 @@ def _catalog_tests() -> set[str]:
     names = {f"test_config_mistake[{n}]" for n in CONFIG_MISTAKES}
     names |= {f"test_snakefile_mistake[{n}]" for n in SNAKEFILE_MISTAKES}
     names |= {f"test_planning_mistake[{n}]" for n in PLANNING_MISTAKES}
+    names |= {f"test_layout_mistake[{n}]" for n in LAYOUT_MISTAKES}
     return names | {f"test_trigger_mistake[{n}]" for n in TRIGGER_MISTAKES}
 
 

@@ -1,4 +1,5 @@
-# Evaluate: score the model on the held-out split; metrics.json is what gates and A/B compare.
+# Evaluate: score the model on the held-out split; metrics.json is what gates and A/B compare,
+# predictions.csv (one row per test example) gives the A/B differences their confidence intervals.
 from smaker_airflow import Stage
 
 evaluate = Stage(config, "evaluate", after=["train"])
@@ -9,7 +10,8 @@ rule evaluate:
         model=evaluate.input("train", "model.pkl"),
         split=evaluate.input("preprocess", "split.npz"),
     output:
-        evaluate.metrics("metrics.json"),
+        metrics=evaluate.metrics("metrics.json"),
+        predictions=evaluate.predictions("predictions.csv"),
     log:
         evaluate.log("evaluate.log"),
     resources:

@@ -134,17 +134,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
             check_notifier_classes(cfg)
             plan = load_plan(cfg)  # also proves Snakemake can build every arm
             check_plan(cfg, plan)  # what only the plan shows: gate metrics, publish files, reserved task ids
+            chosen = _layout(cfg, plan)  # and what the mapped layout cannot run
         except SmakerError as e:
             failed += 1
             err.print(f"[red]✗[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             continue
         console.print(f"[green]✓[/] {path}: dag_id {cfg.dag_id}, {len(plan.jobs)} jobs, arms {', '.join(plan.arms)}")
+        console.print(f"  layout {chosen.name}: {escape(chosen.reason)}", highlight=False, soft_wrap=True)
         dag_file = args.project / "dags" / f"{path.stem}.py"
         if path.parent.resolve() == (args.project / "configs").resolve() and not dag_file.exists():
             console.print(f"  [yellow]![/] no DAG file {dag_file}: run `smaker-airflow compile` to write it")
         for warning in _airflow_warnings(cfg, plan, db):
             console.print(f"  [yellow]![/] {escape(warning)}", highlight=False, soft_wrap=True)
     return 1 if failed else 0
+
+
+def _layout(cfg: Any, plan: Any) -> Any:
+    """The DAG layout of a config and why (plan/layout.py); ConfigError when the mapped layout cannot run it."""
+    from smaker_airflow.plan.layout import MAPPED, check_mapped, choose_layout
+
+    chosen = choose_layout(cfg, plan)
+    if chosen.name == MAPPED:
+        from smaker_airflow.dag.build import max_map_length
+
+        check_mapped(cfg, plan, max_map_length())
+    return chosen
 
 
 def _airflow_warnings(cfg: Any, plan: Any, db: Any) -> list[str]:
@@ -172,12 +186,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     plan = load_plan(cfg)
+    chosen = _layout(cfg, plan)
     if args.json:
         keys = ("task_id", "rule", "wildcards", "arms", "outputs", "upstream")
         tasks = [{k: getattr(job, k) for k in keys} for job in plan.jobs]
-        print(json.dumps({"dag_id": plan.dag_id, "tasks": tasks}, indent=2))
+        layout = {"name": chosen.name, "reason": chosen.reason}
+        print(json.dumps({"dag_id": plan.dag_id, "layout": layout, "tasks": tasks}, indent=2))
         return 0
-    table = Table(title=f"{plan.dag_id}: {len(plan.jobs)} tasks")
+    console.print(f"layout {chosen.name}: {escape(chosen.reason)}", highlight=False, soft_wrap=True)
+    table = Table(title=f"{plan.dag_id}: {len(plan.jobs)} jobs")
     for column in ("task", "rule", "wildcards", "arms", "upstream"):
         table.add_column(column)
     for job in plan.jobs:
@@ -345,7 +362,32 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         table = comparison.get("table", comparison) if isinstance(comparison, dict) else comparison
         console.print(str(table), markup=False, highlight=False, soft_wrap=True)
         # The run's note already holds the table: the scheduler's listener wrote it (dag/run_note.py).
+        _print_verdicts(console, client, args.dag_id, run_id, comparison)
     return 0 if run["state"] == "success" else 1
+
+
+def _print_verdicts(console: Console, client: Any, dag_id: str, run_id: str, comparison: Any) -> None:
+    """The A/B verdicts (`promote:`), what the `promote` task did, and where the UI shows the charts."""
+    if not isinstance(comparison, dict):
+        return
+    if comparison.get("promote"):
+        metric = comparison["promote"]["metric"]
+        for entry in comparison.get("differences", []):
+            console.print(f"verdict on {metric}: {entry['label']}: {entry['verdict']}", markup=False, soft_wrap=True)
+        try:
+            promoted = client.xcom(dag_id, run_id, "promote")
+        except SmakerError:
+            promoted = None
+        if isinstance(promoted, dict) and promoted.get("published"):
+            console.print(
+                f"promote: published arm {promoted['arm']} as version {promoted['version']}",
+                markup=False,
+                soft_wrap=True,
+            )
+        elif isinstance(promoted, dict):
+            console.print(f"promote: not published: {promoted.get('reason')}", markup=False, soft_wrap=True)
+    page = f"{client.base_url}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}/plugin/smaker_ab_comparison"
+    console.print(f"charts (comparison, trend): {page}", markup=False, soft_wrap=True)
 
 
 def _unpaused_notice(dag_id: str, cfg: Any) -> str:

@@ -8,10 +8,12 @@ from smaker_airflow.config.model import (
     Defaults,
     Kubernetes,
     NotifierSpec,
+    Promote,
     Publish,
     QualityGate,
     Resources,
     Schedule,
+    Storage,
 )
 
 __all__ = [
@@ -21,9 +23,11 @@ __all__ = [
     "Defaults",
     "Kubernetes",
     "NotifierSpec",
+    "Promote",
     "Publish",
     "QualityGate",
     "Resources",
     "Schedule",
+    "Storage",
     "load_config",
 ]

@@ -30,11 +30,13 @@ from smaker_airflow.config.model import (
     DagConfig,
     Defaults,
     Kubernetes,
+    Promote,
     Publish,
     QualityGate,
     Resources,
     Schedule,
     Snakemake,
+    Storage,
 )
 from smaker_airflow.config.notifiers import read_notifiers
 from smaker_airflow.config.schema import ARM_NAME, DAG_ID, IDENTIFIER, SCHEMA, is_safe_value
@@ -208,7 +210,9 @@ def _build(path: Path, root: Path, raw: dict[str, Any]) -> DagConfig:
     # The deployment's environment wins: the same config runs on a laptop and on a shared volume.
     runs_root = Path(os.environ.get(RUNS_ROOT_ENV) or raw.get("runs_root", "runs"))
     runs_root = runs_root if runs_root.is_absolute() else root / runs_root
-    publish = _publish(root, raw.get("publish"))
+    storage = _storage(path, raw.get("storage"))
+    publish, publish_url = _publish(root, raw.get("publish"), storage, path)
+    _check_fused(path, raw, arms)
     return DagConfig(
         path=path,
         project_root=root,
@@ -217,6 +221,7 @@ def _build(path: Path, root: Path, raw: dict[str, Any]) -> DagConfig:
         workflow_style=style,
         snakefile=snakefile,
         run_keys=bool(workflow.get("run_keys", snakefile is None)),
+        layout=str(workflow.get("layout", "auto")),
         params=params,
         arms=arms,
         control=control,
@@ -230,8 +235,48 @@ def _build(path: Path, root: Path, raw: dict[str, Any]) -> DagConfig:
         quality_gate=_quality_gate(path, raw.get("quality_gate"), publish),
         publish=publish,
         snakemake=Snakemake(**_given(raw.get("snakemake"))),
+        promote=_promote(path, raw.get("promote"), params, arms, to_storage=publish_url is not None),
         tags=tuple(raw.get("tags") or ()),
+        storage=storage,
+        publish_url=publish_url,
     )
+
+
+def _check_fused(path: Path, raw: dict[str, Any], arms: Mapping[str, Any]) -> None:
+    """Refuse what `snakemake.execution: fused` cannot do: one Snakemake process runs one arm's jobs."""
+    settings = raw.get("snakemake") or {}
+    if settings.get("execution") != "fused":
+        return
+    fix = "Set `snakemake.execution: per_job` (or remove it)"
+    if len(arms) > 1:
+        raise ConfigError(
+            str(path),
+            "snakemake.execution",
+            f"fused execution runs one Snakemake process, which runs one arm; this config has {len(arms)} arms "
+            f"({', '.join(arms)}). {fix}, or split the arms into configs of their own.",
+        )
+    if "kubernetes" in (raw.get("resources") or {}):
+        raise ConfigError(
+            str(path),
+            "snakemake.execution",
+            f"fused execution runs every job in the `fused_run` task's pod, so per-job pods "
+            f"(`resources.kubernetes`) do not apply. {fix}, or remove `resources.kubernetes`.",
+        )
+    if raw.get("storage"):
+        raise ConfigError(
+            str(path),
+            "snakemake.execution",
+            "fused execution runs every job in the `fused_run` task's own folder, while runs on object storage "
+            f"(`storage:`) move each job's files through the store, one job per task. {fix}, or remove `storage:`.",
+        )
+    quiet = [arg for arg in settings.get("args") or [] if str(arg).split("=")[0] in ("--quiet", "-q")]
+    if quiet:
+        raise ConfigError(
+            str(path),
+            "snakemake.args",
+            f"fused execution follows each job through Snakemake's progress messages, which {quiet[0]!r} "
+            f"silences. Remove {quiet[0]!r} from `snakemake.args`, or {fix[0].lower()}{fix[1:]}.",
+        )
 
 
 def _given(data: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -405,12 +450,107 @@ def _alerts(path: Path, data: Mapping[str, Any] | None) -> Alerts:
     return Alerts(**given, deadline_minutes=minutes)
 
 
-def _publish(root: Path, data: Mapping[str, Any] | None) -> Publish | None:
+STORAGE_SCHEMES = ("s3",)  # URL schemes with a tested Snakemake storage plugin (snakemake-storage-plugin-s3)
+
+
+def _storage(path: Path, data: Mapping[str, Any] | None) -> Storage | None:
     if data is None:
         return None
+    storage = Storage(**_given(data))
+    if storage.scheme not in STORAGE_SCHEMES:
+        raise ConfigError(
+            str(path),
+            "storage.url",
+            f"{storage.url!r}: object storage of scheme '{storage.scheme}' is not supported; use an "
+            "s3:// URL (AWS S3 or an S3-compatible server such as MinIO or SeaweedFS), or remove `storage:` "
+            "to keep run folders on a shared disk.",
+        )
+    bucket = storage.url.split("://", 1)[1].split("/", 1)[0]
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError(
+            str(path),
+            "storage.url",
+            f"{bucket!r} is not an S3 bucket name (3-63 lowercase letters, digits, '.' or '-'); write the URL "
+            "as s3://BUCKET/PREFIX.",
+        )
+    return Storage(url=storage.url.rstrip("/"), conn_id=storage.conn_id)
+
+
+def _publish(
+    root: Path, data: Mapping[str, Any] | None, storage: Storage | None, path: Path
+) -> tuple[Publish | None, str | None]:
+    """The `publish:` section, and with `storage:` its URL in object storage."""
+    if data is None:
+        return None, None
     given = _given(data)
-    to = Path(given.pop("to"))
-    return Publish(to=to if to.is_absolute() else root / to, **given)
+    raw_to = str(given.pop("to"))
+    if storage is None:
+        if "://" in raw_to:
+            raise ConfigError(
+                str(path),
+                "publish.to",
+                f"{raw_to!r} is a URL, but this config has no `storage:` section: publishing to object storage "
+                "needs one (runs in the same storage). Add `storage: {url: ..., conn_id: ...}`, or publish to "
+                "a folder.",
+            )
+        to = Path(raw_to)
+        return Publish(to=to if to.is_absolute() else root / to, **given), None
+    # Runs on object storage: workers share no disk, so versions go to the storage too.
+    if "://" in raw_to:
+        if raw_to.split("://", 1)[0] != storage.scheme:
+            raise ConfigError(
+                str(path),
+                "publish.to",
+                f"{raw_to!r} is not on the run storage's scheme ({storage.scheme}://): use an "
+                f"{storage.scheme}:// URL, or a relative path (a prefix in the bucket of storage.url).",
+            )
+        url = raw_to.rstrip("/")
+    elif Path(raw_to).is_absolute():
+        raise ConfigError(
+            str(path),
+            "publish.to",
+            f"{raw_to!r} is a local folder, but with `storage:` the workers share no disk. Use a relative path "
+            f"(a prefix in the bucket of storage.url) or an {storage.scheme}:// URL.",
+        )
+    else:
+        bucket = storage.url.split("://", 1)[1].split("/", 1)[0]  # beside the runs, not among them
+        url = f"{storage.scheme}://{bucket}/{Path(raw_to).as_posix().strip('/')}"
+    return Publish(to=root / url.split("://", 1)[1], **given), url
+
+
+def _promote(
+    path: Path,
+    data: Mapping[str, Any] | None,
+    params: Mapping[str, Any],
+    arms: Mapping[str, Any],
+    *,
+    to_storage: bool = False,
+) -> Promote | None:
+    if data is None:
+        return None
+    if to_storage:  # the `promote` task publishes with run/publish.py, on a local (shared) disk only
+        raise ConfigError(
+            str(path),
+            "promote",
+            "publishing the A/B winner to object storage (`storage:` with `publish:`) is not supported yet. "
+            "Remove `promote:` (the control arm is then gated and published), or remove `storage:`.",
+        )
+    if len(arms) < 2:
+        raise ConfigError(
+            str(path),
+            "promote",
+            "a verdict compares arms with the control arm, and this config has one arm. Add `variants:` "
+            "(a control and at least one other arm), or remove `promote:`.",
+        )
+    promote = Promote(**_given(data))
+    if promote.repeats is not None and promote.repeats not in params:
+        raise ConfigError(
+            str(path),
+            "promote.repeats",
+            f"'{promote.repeats}' is not a parameter; name the seed-like parameter of `params:` whose values "
+            f"are repeats (known: {', '.join(params) or 'none'}).",
+        )
+    return promote
 
 
 def _quality_gate(path: Path, data: Mapping[str, Any] | None, publish: Publish | None) -> QualityGate | None:

@@ -45,6 +45,12 @@ class Snakemake:
     machine's CPU count, so every machine computes the same plan."""
     args: tuple[str, ...] = ()
     """More `snakemake` options, e.g. ("--software-deployment-method", "conda")."""
+    execution: str = "per_job"
+    """`per_job`: each job task runs its job in its own Snakemake process, on any worker, queue or
+    pool (the default: it works on every executor and deployment, no triggerer needed). `fused`:
+    one `fused_run` task runs every job of the run in one Snakemake process (native speed,
+    `--cores` parallel) while each job task follows its job from the triggerer and retries it
+    alone; the whole run then sits on one worker (README, "Execution modes")."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,48 @@ class Publish:
 
 
 @dataclass(frozen=True)
+class Storage:
+    """YAML `storage:`: every run folder's outputs live in object storage, not on a shared disk.
+
+    Jobs run with Snakemake's storage plugin for the URL's scheme (only ``s3`` so far:
+    `snakemake-storage-plugin-s3`); each task works in a local scratch folder of its own.
+    Credentials and the endpoint come from the Airflow connection `conn_id` at task time.
+    """
+
+    url: str
+    """Where run folders go: ``s3://bucket/prefix``; a run's is ``<url>/<dag_id>/<run id>/``."""
+    conn_id: str = "aws_default"
+    """The Airflow connection (type `aws`) with the key pair (login/password) and, for an S3-compatible
+    server, ``extra.endpoint_url``."""
+
+    @property
+    def scheme(self) -> str:
+        """The URL's scheme: the Snakemake storage provider (``s3``)."""
+        return self.url.split("://", 1)[0]
+
+
+@dataclass(frozen=True)
+class Promote:
+    """YAML `promote:`: after the A/B comparison, a verdict per arm and, with `publish:`, the winner published.
+
+    Needs variants. The verdicts use the difference's interval (run/statistics.py): better
+    when the whole interval is an improvement above `min_improvement`.
+    """
+
+    metric: str
+    """The metric that decides (a name of the metrics files, nested ones as ``test.auc``)."""
+    min_improvement: float = 0.0
+    """How much better than the control an arm must surely be (metric units)."""
+    confidence: float = 0.95
+    """Level of the two-sided intervals (of every metric of the comparison)."""
+    lower_is_better: bool = False
+    """True for a loss or an error: an improvement is a drop."""
+    repeats: str | None = None
+    """A seed-like parameter: grid points differing only in it are repeats, and the interval
+    comes from them; None: intervals from per-example predictions only."""
+
+
+@dataclass(frozen=True)
 class DagConfig:
     """One YAML config, loaded and checked: the description of one deployable DAG.
 
@@ -223,7 +271,15 @@ class DagConfig:
     quality_gate: QualityGate | None
     publish: Publish | None
     snakemake: Snakemake = field(default_factory=Snakemake)
+    # `workflow.layout`: "job_tasks" (one task per job, the plan fixed at parse), "mapped" (one
+    # mapped task per rule, each run planned at its start) or "auto" (plan/layout.py decides).
+    layout: str = "auto"
+    promote: Promote | None = None  # YAML `promote:`: verdicts (and publishing) after the comparison
     tags: tuple[str, ...] = ()  # Airflow tags, besides "smaker"
+    storage: Storage | None = None  # YAML `storage:`; None: run folders on the (shared) disk
+    # With `storage:` and `publish:`, where versions go in object storage (`publish.to` is then not
+    # used): `publish.to` as given when it is a URL, else `<scheme>://<storage.url's bucket>/<publish.to>`.
+    publish_url: str | None = None
 
     @property
     def param_order(self) -> list[str]:

@@ -116,6 +116,13 @@ SCHEMA: dict[str, Any] = {
                     "type": "boolean",
                     "description": "add `run_date` and `arm` to a plain Snakefile's config (modules always get them)",
                 },
+                "layout": {
+                    "enum": ["auto", "job_tasks", "mapped"],
+                    "description": (
+                        "job_tasks: one task per job, fixed at parse; mapped: one mapped task per rule, "
+                        "its jobs planned at each run's start; auto: mapped when planning read data"
+                    ),
+                },
             },
             "oneOf": [{"required": ["snakefile"]}, {"required": ["modules"]}],
         },
@@ -150,6 +157,10 @@ SCHEMA: dict[str, Any] = {
                     "type": "array",
                     "description": "more `snakemake` options, e.g. [--software-deployment-method, conda]",
                     "items": {"type": "string", "minLength": 1},
+                },
+                "execution": {
+                    "enum": ["per_job", "fused"],
+                    "description": "per_job (default): a Snakemake process per job task; fused: one per run",
                 },
             },
         },
@@ -221,6 +232,20 @@ SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "storage": {
+            "type": "object",
+            "description": "run folders in object storage (jobs use Snakemake's storage plugin)",
+            "additionalProperties": False,
+            "required": ["url"],
+            "properties": {
+                "url": {"type": "string", "pattern": "^[a-z0-9]+://[^/]+", "description": "e.g. s3://bucket/prefix"},
+                "conn_id": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "Airflow connection (default aws_default)",
+                },
+            },
+        },
         "publish": {
             "type": "object",
             "additionalProperties": False,
@@ -233,6 +258,18 @@ SCHEMA: dict[str, Any] = {
                     "items": _text,
                 },
                 "keep_versions": {"type": "integer", "minimum": 1},
+            },
+        },
+        "promote": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["metric"],
+            "properties": {
+                "metric": {**_text, "description": "the metric that decides, e.g. accuracy"},
+                "min_improvement": {"type": "number", "minimum": 0},
+                "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                "lower_is_better": {"type": "boolean"},
+                "repeats": {**_text, "description": "a seed-like parameter whose grid points are repeats"},
             },
         },
     },

@@ -13,14 +13,14 @@ from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 from airflow.sdk.definitions.param import ParamsDict
 
 from smaker_airflow.config import DagConfig
-from smaker_airflow.dag import alerts, docs, handlers, production, resources
+from smaker_airflow.dag import alerts, docs, fused, handlers, production, resources
 from smaker_airflow.dag.form import form_fields
+from smaker_airflow.dag.mapped import build_mapped_tasks
 from smaker_airflow.operators.base import config_arguments
-from smaker_airflow.operators.group import SnakemakeGroupOperator
-from smaker_airflow.operators.job import SnakemakeJobOperator
 from smaker_airflow.operators.prepare import PrepareRunOperator
 from smaker_airflow.plan.checks import check_plan
 from smaker_airflow.plan.groups import group_tasks
+from smaker_airflow.plan.layout import MAPPED, check_mapped, choose_layout
 from smaker_airflow.plan.model import Job, Plan
 
 PREPARE_TASK = "prepare"
@@ -40,13 +40,17 @@ def build_dag(cfg: DagConfig, plan: Plan) -> DAG:
     return dag
 
 
-def build_tasks(cfg: DagConfig, plan: Plan, dag: DAG) -> tuple[BaseOperator, dict[str, BaseOperator]]:
+def build_tasks(cfg: DagConfig, plan: Plan, dag: DAG) -> tuple[BaseOperator, dict[str, Any]]:
     """Build a workflow's tasks into `dag`, inside the TaskGroup open at the call (if any).
 
     The one builder of the whole-DAG form (`build_dag`) and the TaskGroup form
     (dag/task_group.py): `prepare`, one task per job (arm TaskGroups nest in the open
-    group), edges, assets, gate, publish and compare. Returns (`prepare`, plan task id -> job task).
+    group), edges, assets, gate, publish and compare; or, in the mapped layout, one mapped
+    task per rule (dag/mapped.py). Returns (`prepare`, plan task id -> job task).
     """
+    if choose_layout(cfg, plan).name == MAPPED:  # one mapped task per rule (plan/layout.py)
+        check_mapped(cfg, plan, max_map_length())
+        return build_mapped_tasks(cfg, plan, dag, task_arguments, PREPARE_TASK)
     prepare = PrepareRunOperator(task_id=PREPARE_TASK, retries=0, **config_arguments(cfg))
     groups = {
         arm: TaskGroup(arm, tooltip=cfg.arms[arm].description or f"arm {arm}")
@@ -55,15 +59,16 @@ def build_tasks(cfg: DagConfig, plan: Plan, dag: DAG) -> tuple[BaseOperator, dic
     start = handlers.add_onstart(cfg, plan, prepare)
     tasks: dict[str, BaseOperator] = {}
     units = group_tasks(plan.jobs)  # one task per job; a group job's jobs share one
+    group_class, job_class = fused.operator_classes(cfg)  # `snakemake.execution`: per_job or fused
     for unit in units:
         job = unit.job
         common = {"task_group": groups.get(job.group), **config_arguments(cfg), **task_arguments(cfg, job)}
         if len(unit.jobs) > 1:
-            operator: BaseOperator = SnakemakeGroupOperator(
+            operator: BaseOperator = group_class(
                 task_id=job.local_id, group=unit, doc_md=docs.group_doc(job, unit.jobs), **common
             )
         else:
-            operator = SnakemakeJobOperator(task_id=job.local_id, job=job, doc_md=docs.job_doc(job), **common)
+            operator = job_class(task_id=job.local_id, job=job, doc_md=docs.job_doc(job), **common)
         tasks.update(dict.fromkeys([unit.task_id, *(member.task_id for member in unit.jobs)], operator))
     for unit in units:
         for task in [tasks[t] for t in unit.job.upstream] or [start]:
@@ -71,7 +76,15 @@ def build_tasks(cfg: DagConfig, plan: Plan, dag: DAG) -> tuple[BaseOperator, dic
     handlers.add_end_handlers(cfg, plan, start, [tasks[unit.task_id] for unit in units])
     production.attach(dag, cfg, plan, tasks)
     production.add_compare_task(cfg, plan, tasks)
+    fused.attach(cfg, units, tasks, start)  # fused: the `fused_run` task, each job task's trigger
     return prepare, tasks
+
+
+def max_map_length() -> int:
+    """Airflow's `[core] max_map_length`: the most map indexes one mapped task may have."""
+    from airflow.configuration import conf
+
+    return conf.getint("core", "max_map_length", fallback=1024)
 
 
 def dag_arguments(cfg: DagConfig, plan: Plan) -> dict[str, Any]:

@@ -22,12 +22,12 @@ if TYPE_CHECKING:  # `validate` imports the checks below: it must not pay for im
 def dag_from_config(config_path: str | Path, *, fileloc: str | None = None) -> DAG:
     """The DAG of a config; `fileloc` is the DAG file (default: the caller's file)."""
     from smaker_airflow.dag.build import build_dag
-    from smaker_airflow.plan.cache import load_plan
+    from smaker_airflow.plan.cache import load_dag_plan
 
     cfg = load_config(config_path)
     check_unique_dag_id(cfg)
     check_notifier_classes(cfg)
-    dag = build_dag(cfg, load_plan(cfg))  # build_dag runs plan.checks.check_plan
+    dag = build_dag(cfg, load_dag_plan(cfg))  # build_dag runs plan.checks.check_plan
     # Airflow locates a DAG by the file that defined it: the DAG file, not this package.
     dag.fileloc = fileloc or sys._getframe(1).f_code.co_filename
     return dag

@@ -10,6 +10,9 @@
   are the published files, ``file://<publish.to>/current/<name>``.
 - a config with more than one arm gets a ``compare`` task after every final job
   (the A/B comparison, run/comparison.py).
+- with ``promote:`` and ``publish:``, the gate and publish act on the A/B winner
+  instead of the control arm: a ``promote`` task after ``compare`` (operators/promote.py)
+  replaces the ``quality_gate`` and ``publish`` tasks.
 
 What these tasks do at run time is in run/ (gate.py, publish.py, comparison.py);
 this module only says which tasks there are, their arguments and their edges.
@@ -26,10 +29,12 @@ from smaker_airflow.config import DagConfig
 from smaker_airflow.operators.base import config_arguments
 from smaker_airflow.operators.compare import CompareArmsOperator
 from smaker_airflow.operators.gate import QualityGateOperator
+from smaker_airflow.operators.promote import PromoteOperator
 from smaker_airflow.operators.publish import PublishOperator
 from smaker_airflow.plan.checks import (
     COMPARE_TASK,
     GATE_TASK,
+    PROMOTE_TASK,
     PUBLISH_TASK,
     check_task_ids,
     control_finals,
@@ -41,14 +46,17 @@ from smaker_airflow.run.publish import Artifact
 ASSET_SCHEME = "x-smaker"  # "x-" schemes are left alone by Airflow's URI normalizers
 
 
-def attach(dag: DAG, cfg: DagConfig, plan: Plan, tasks: dict[str, BaseOperator]) -> None:
-    """Add assets, the quality gate and publish to a DAG built from `plan` (checked by plan.checks.check_plan)."""
+def attach(dag: DAG, cfg: DagConfig, plan: Plan, tasks: dict[str, Any], *, outlets: bool = True) -> None:
+    """Add assets, the quality gate and publish to a DAG built from `plan` (checked by plan.checks.check_plan).
+
+    ``outlets=False``: the job tasks got their outlets when made (mapped tasks, dag/mapped.py).
+    """
     for job in plan.jobs:
-        if job.final:
+        if job.final and outlets:
             tasks[job.task_id].add_outlets([output_asset(cfg, path) for path in job.outputs])
     gate, publish = cfg.quality_gate, cfg.publish
-    if gate is None and publish is None:
-        return
+    if (gate is None and publish is None) or promotes_winner(cfg):
+        return  # nothing to gate, or the `promote` task gates and publishes the winner (add_compare_task)
     artifacts = select_artifacts(cfg, plan)
     common: dict[str, Any] = {**config_arguments(cfg), "dag": dag}
     upstream: list[BaseOperator] = [tasks[job.task_id] for job in control_finals(cfg, plan)]
@@ -57,7 +65,7 @@ def attach(dag: DAG, cfg: DagConfig, plan: Plan, tasks: dict[str, BaseOperator])
             task_id=GATE_TASK,
             artifacts=[a for a in artifacts if a.metrics],
             gate=gate.as_dict(),
-            publish_dir=str(publish.to) if publish is not None else None,
+            publish_dir=(cfg.publish_url or str(publish.to)) if publish is not None else None,
             retries=0,  # a verdict on metrics does not change by trying again
             doc_md="Checks the control arm's metrics against `quality_gate` and the production model.",
             **common,
@@ -65,22 +73,30 @@ def attach(dag: DAG, cfg: DagConfig, plan: Plan, tasks: dict[str, BaseOperator])
         upstream >> gate_task
         upstream = [gate_task]
     if publish is not None:
+        # In object storage there is no flock: one publish of this DAG at a time (run/storage_publish.py).
+        serial = {"max_active_tis_per_dag": 1} if cfg.publish_url else {}
         publish_task = PublishOperator(
             task_id=PUBLISH_TASK,
-            publish_dir=str(publish.to),
+            publish_dir=cfg.publish_url or str(publish.to),
             artifacts=artifacts,
             sources=dict(plan.sources),
             gate_task_id=upstream[0].task_id if gate is not None else None,  # group-prefixed in a TaskGroup
             keep_versions=publish.keep_versions,
             outlets=[published_asset(cfg, a.name) for a in artifacts],
-            doc_md=f"Promotes {', '.join(a.name for a in artifacts)} to `{publish.to}` (atomically).",
+            doc_md=f"Promotes {', '.join(a.name for a in artifacts)} to `{cfg.publish_url or publish.to}` (atomically).",
+            **serial,
             **common,
         )
         upstream >> publish_task
 
 
-def add_compare_task(cfg: DagConfig, plan: Plan, tasks: dict[str, BaseOperator]) -> BaseOperator | None:
-    """Add `compare` downstream of every final job, for configs with more than one arm."""
+def promotes_winner(cfg: DagConfig) -> bool:
+    """Whether the A/B winner (not the control arm) is gated and published: `promote:` with `publish:`."""
+    return cfg.promote is not None and cfg.publish is not None
+
+
+def add_compare_task(cfg: DagConfig, plan: Plan, tasks: dict[str, Any]) -> BaseOperator | None:
+    """Add `compare` downstream of every final job, for configs with more than one arm (and `promote` after it)."""
     if len(cfg.arms) < 2:
         return None
     check_task_ids(cfg, plan)  # a job named `compare`: plan/checks.py
@@ -95,7 +111,30 @@ def add_compare_task(cfg: DagConfig, plan: Plan, tasks: dict[str, BaseOperator])
     for job in plan.jobs:
         if job.final:
             tasks[job.task_id] >> compare
+    if promotes_winner(cfg):
+        compare >> promote_task(cfg, plan, compare.task_id)
     return compare
+
+
+def promote_task(cfg: DagConfig, plan: Plan, compare_task_id: str) -> BaseOperator:
+    """The `promote` task: gate and publish the arm the comparison found better (operators/promote.py)."""
+    assert cfg.publish is not None and cfg.promote is not None  # promotes_winner(cfg)
+    artifacts = {arm: select_artifacts(cfg, plan, arm) for arm in cfg.arms}
+    names = sorted({a.name for arts in artifacts.values() for a in arts})
+    return PromoteOperator(
+        task_id=PROMOTE_TASK,
+        artifacts=artifacts,
+        publish_dir=str(cfg.publish.to),
+        sources=dict(plan.sources),
+        compare_task_id=compare_task_id,  # group-prefixed in a TaskGroup
+        gate=cfg.quality_gate.as_dict() if cfg.quality_gate is not None else None,
+        keep_versions=cfg.publish.keep_versions,
+        outlets=[published_asset(cfg, name) for name in names],
+        retries=0,  # a verdict and a gate do not change by trying again
+        doc_md=f"Publishes the arm that is better than `{cfg.control}` on `{cfg.promote.metric}` "
+        f"(the comparison's verdicts) to `{cfg.publish.to}`, through the quality gate; skipped when no arm is.",
+        **config_arguments(cfg),
+    )
 
 
 def output_asset(cfg: DagConfig, path: str) -> Asset:
@@ -104,15 +143,17 @@ def output_asset(cfg: DagConfig, path: str) -> Asset:
 
 def published_asset(cfg: DagConfig, name: str) -> Asset:
     assert cfg.publish is not None  # only configs with `publish:` publish
+    if cfg.publish_url:  # object storage: the version `current.json` names
+        return Asset(uri=f"{cfg.publish_url}/current/{name}", group="model")
     return Asset(uri=(cfg.publish.to / "current" / name).as_uri(), group="model")
 
 
-def select_artifacts(cfg: DagConfig, plan: Plan) -> list[Artifact]:
+def select_artifacts(cfg: DagConfig, plan: Plan, arm: str | None = None) -> list[Artifact]:
     """The metrics files the gate reads and the files publish promotes, with their published names.
 
-    Raises ConfigError as plan.checks.production_files does.
+    `arm`: the control arm when None. Raises ConfigError as plan.checks.production_files does.
     """
-    chosen = production_files(cfg, plan)
+    chosen = production_files(cfg, plan, arm)
     names = _names([path for _, path, _ in chosen])
     return [Artifact(job.task_id, job.outputs.index(path), path, names[path], metrics) for job, path, metrics in chosen]
 

@@ -22,6 +22,7 @@ from typing import Any
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
+from smaker_airflow.dag import run_view
 from smaker_airflow.run.comparison import NOTE_LIMIT, NOTE_TITLE
 
 COMPARE_TASK = "compare"  # dag/production.py's task id (not imported: every Airflow process loads this module)
@@ -91,7 +92,15 @@ def on_dag_run_failed(dag_run: Any, msg: str) -> None:
 
 
 class SmakerPlugin(AirflowPlugin):
-    """Registers this module's listeners with every Airflow component (entry point ``airflow.plugins``)."""
+    """Registers this module's listeners with every Airflow component (entry point ``airflow.plugins``),
+    and the A/B comparison tab of DAG run pages (dag/run_view.py) with the API server."""
 
     name = "smaker_airflow"
     listeners = [sys.modules[__name__]]  # noqa: RUF012  (AirflowPlugin declares it a list)
+    external_views = [run_view.VIEW]  # noqa: RUF012
+
+    @property
+    def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        # Lazy: only the API server reads it; building the app imports its auth (seconds) that the
+        # scheduler, dag-processor and workers, which load this plugin too, do not need.
+        return run_view.fastapi_apps()

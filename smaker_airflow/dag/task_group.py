@@ -61,7 +61,7 @@ class SnakemakeTaskGroup(TaskGroup):
         default_args: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        from smaker_airflow.plan.cache import load_plan
+        from smaker_airflow.plan.cache import load_dag_plan
 
         cfg = load_config(config_path)
         dag = dag or DagContext.get_current()
@@ -75,7 +75,7 @@ class SnakemakeTaskGroup(TaskGroup):
         from smaker_airflow.dag.loader import check_notifier_classes
 
         check_notifier_classes(cfg)
-        plan = load_plan(cfg)
+        plan = load_dag_plan(cfg)
         check_plan(cfg, plan)
         defaults: Any = {**build.default_args(cfg), **(default_args or {})}  # yours win over the config's
         super().__init__(

@@ -11,7 +11,8 @@ the components live on several machines.
 Several workers on one host share its host name, so Airflow's task instance
 records could not tell them apart: each worker gets SMAKER_AIRFLOW_WORKER_NAME
 and `[core] hostname_callable` points at `worker_hostname`, so a task
-instance's `hostname` names the worker that ran it.
+instance's `hostname` names the worker that ran it. With `scratch_root`, each worker
+also gets a scratch folder of its own (runs on object storage, run/storage.py).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import re
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from smaker_airflow.deploy.local import LocalAirflow
 from smaker_airflow.errors import SmakerError
+from smaker_airflow.run.storage import SCRATCH_ENV
 
 WORKER_NAME_ENV = "SMAKER_AIRFLOW_WORKER_NAME"
 WORKER_PREFIX = "celery-worker-"
@@ -47,6 +50,10 @@ class CeleryAirflow(LocalAirflow):
     workers: int = 2
     worker_concurrency: int = 1  # task slots per worker
     triggerer: bool = False  # only deferrable operators and deadline callbacks need it
+    # Runs on object storage (config `storage:`): each worker makes its tasks' scratch folders in
+    # `<scratch_root>/<worker name>` (SMAKER_AIRFLOW_SCRATCH), as workers on separate hosts would
+    # on their own disks. None: the system's temp folder.
+    scratch_root: Path | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,7 +114,11 @@ class CeleryAirflow(LocalAirflow):
     def component_env(self, name: str) -> dict[str, str]:
         """Each worker gets its name, which `worker_hostname` puts in task instance records."""
         env = super().component_env(name)
-        return {**env, WORKER_NAME_ENV: name} if name.startswith(WORKER_PREFIX) else env
+        if not name.startswith(WORKER_PREFIX):
+            return env
+        if self.scratch_root is not None:
+            env = {**env, SCRATCH_ENV: str(Path(self.scratch_root) / name)}
+        return {**env, WORKER_NAME_ENV: name}
 
     # -- steps of up() ----------------------------------------------------------
     def _wait_healthy(self, deadline: float, timeout: float, url: str | None = None) -> None:

@@ -38,6 +38,7 @@ import psutil
 from smaker_airflow._procs import escalate, signal_group, signal_process, start_in_session, tail_lines, wait_until
 from smaker_airflow.deploy.rest import AirflowApiError, AirflowClient
 from smaker_airflow.errors import SmakerError
+from smaker_airflow.run import job_server
 
 USERNAME = "admin"
 DEFAULT_PASSWORD = "admin"
@@ -47,6 +48,7 @@ MIGRATED_MARKER = ".smaker-db-migrated"  # holds the Airflow version the DB was 
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 FIRST_GRACE = 3.0  # seconds the components get to stop their own children after SIGTERM
 STOP_GRACE = 10.0  # seconds their whole family gets after SIGTERM, before SIGKILL
+_MAX_SERVER_DIR_CHARS = 80  # + "/<key>.sock" stays under the 107 bytes of a Unix socket path
 _KEPT_PREFIXES = ("AIRFLOW_CONN_", "AIRFLOW_VAR_")  # the user's connections/variables still apply
 # The API server reads task logs from the shared local folder: the log servers (fixed ports
 # 8793/8794 on all interfaces, clashing between projects) would only cost start-up time.
@@ -158,8 +160,22 @@ class LocalAirflow:
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                # The task supervisor notices a task's exit up to this many seconds late in about
+                # half of all tasks (an Airflow race, bench/late_exit.py): 5.1 s by default, 1.1 s here.
+                "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+                # A task whose job is done fails if the API server does not answer its calls (XCom,
+                # state) within Airflow's default patience, about 55 s (5 tries, 5 s each, waits of
+                # 1-16 s). One machine's SQLite API server stalls longer than that when the machine
+                # is very busy: give it about 6 minutes (8 tries of 30 s) before a finished job fails.
+                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
+                "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "8",
             }
         )
+        # This Airflow's job servers (run/job_server.py) live under its home, so that `down` stops
+        # them; not when the user chose a folder, nor when a socket path there would be too long.
+        servers = self.home / "job-servers"
+        if len(str(servers)) <= _MAX_SERVER_DIR_CHARS:
+            base.setdefault(job_server.DIR_ENV, str(servers))
         base.update(self.extra_env)
         return base
 
@@ -191,6 +207,9 @@ class LocalAirflow:
         _terminate(live)
         self._reap()
         self.pid_file.unlink(missing_ok=True)
+        servers = self.env().get(job_server.DIR_ENV)
+        if servers and Path(servers).is_relative_to(self.home):  # only this Airflow's own
+            job_server.stop_servers(Path(servers))
         return [p.pid for p in live]
 
     def status(self) -> UpInfo | None:

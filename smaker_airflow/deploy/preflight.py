@@ -177,7 +177,23 @@ def connection_warnings(cfg: DagConfig, db: MetadataDb) -> list[str]:
                 f"{cfg.path}: {spec.label()}: connection {conn_id!r} exists neither in the environment ({env}) "
                 f"nor in {db.label}: every alert it should send would log an error instead. {fix}"
             )
+    if cfg.storage is not None:
+        warnings += _storage_connection_warning(cfg, cfg.storage.conn_id, db)
     return warnings
+
+
+def _storage_connection_warning(cfg: DagConfig, conn_id: str, db: MetadataDb) -> list[str]:
+    """The `storage:` connection, looked up as for notifiers: without it no task of a run can work."""
+    env = connection_env_var(conn_id)
+    if env in os.environ or db.connection_exists(conn_id):
+        return []
+    where = f"{db.label} could not be read ({db.error})" if db.error else f"it is not in {db.label}"
+    return [
+        f"{cfg.path}: storage.conn_id: connection {conn_id!r} is not in the environment ({env}) and {where}: "
+        "every task of a run would fail to reach the run's files. Create it where the workers run (type aws: "
+        "login = access key, password = secret key, extra endpoint_url for an S3-compatible server), or set "
+        "storage.conn_id to an existing connection."
+    ]
 
 
 def _url_from_airflow_cfg() -> str | None:

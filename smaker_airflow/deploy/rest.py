@@ -247,6 +247,15 @@ class AirflowClient:
         return self._api_dict("GET", path, query={"deserialize": "true"}).get("value")
 
     # -- plumbing -------------------------------------------------------------
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """Any authenticated call (``path`` under the base URL, with its query string), retried like the others.
+
+        Returns the decoded JSON answer (None for an empty one). Raises AirflowApiError.
+        Airflow answers 503 to a backfill that met a locked SQLite database (the
+        transaction was rolled back), which the retries cover.
+        """
+        return self._api(method, path, body=body)
+
     def _pages(self, path: str, field: str) -> list[dict[str, Any]]:
         """Follow offset/limit until ``total_entries`` rows are read."""
         rows: list[dict[str, Any]] = []

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
-from smaker_airflow.errors import JobFailed, SmakerError
+from smaker_airflow.errors import JobFailed
 from smaker_airflow.plan.model import Job
 from smaker_airflow.run.job_process import read_log_tails
-from smaker_airflow.run.state import RunState, read_run_plan, run_folder
+from smaker_airflow.run.state import RunState, read_run_plan
+from smaker_airflow.run.storage import results_folder
 
 if TYPE_CHECKING:
     from smaker_airflow.config import DagConfig
@@ -159,7 +160,7 @@ def alert_from_context(context: Mapping[str, Any], event: str | None = None, cfg
     dag_id = _first(getattr(dag_run, "dag_id", None), getattr(context.get("dag"), "dag_id", None), "?")
     run_id = _first(getattr(dag_run, "run_id", None), context.get("run_id"), "?")
     ti = context.get("ti")
-    folder = run_folder(cfg, str(run_id)) if cfg is not None else None
+    folder = results_folder(cfg, str(run_id)) if cfg is not None else None
     task_level = ti is not None and context.get("reason") is None  # a DAG callback also carries its last ti
     if not task_level:
         return Alert(
@@ -204,7 +205,7 @@ def _job_of(folder: Path | None, task: Any) -> Job | None:
     if folder is not None:
         try:
             return next((job for job in read_run_plan(folder).jobs if job.task_id == task_id), None)
-        except SmakerError:  # prepare did not run (or not in this folder)
+        except Exception:  # prepare did not run (or not here), or the object storage did not answer
             pass
     return deployed if isinstance(deployed, Job) else None
 
@@ -259,7 +260,10 @@ def _snakemake_error(output: str) -> str:
 def _job_log_tail(job: Any, folder: Path | None) -> str:
     if job is None or folder is None:
         return ""
-    return read_log_tails(folder, job.log)
+    try:
+        return read_log_tails(folder, job.log)  # in object storage too (run/storage.py)
+    except Exception as err:  # the store did not answer: the alert goes out without the tail
+        return f"(the job's log files could not be read: {err})"
 
 
 def _run_date(folder: Path | None) -> str:
@@ -267,7 +271,7 @@ def _run_date(folder: Path | None) -> str:
         return ""
     try:
         return RunState.read(folder).run_date
-    except (SmakerError, OSError, ValueError, TypeError):
+    except Exception:  # (storage errors too: botocore's are no OSError)
         return ""  # prepare did not run: the alert still goes out
 
 

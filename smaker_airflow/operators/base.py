@@ -16,6 +16,7 @@ from airflow.sdk import BaseOperator
 from smaker_airflow.config import DagConfig, load_config
 from smaker_airflow.plan.model import Plan
 from smaker_airflow.run import state as runs
+from smaker_airflow.run import storage
 
 
 class _Location(NamedTuple):
@@ -57,7 +58,21 @@ class SmakerOperator(BaseOperator):
         """The folder of run `run_id` (also where no task context is at hand: lineage, callbacks)."""
         return runs.run_folder(_Location(self.runs_root, self.workflow_id or self.dag_id), run_id)
 
+    def results_of(self, run_id: str) -> Path:
+        """Where run `run_id`'s files are: its folder, or with `storage:` its prefix in object storage.
+
+        In storage, an `ObjectStoragePath` (run/storage.py): it has the pathlib calls the readers
+        in run/ use (``/``, open, read_text, exists, is_file, name).
+        """
+        cfg = self.config
+        if cfg.storage is None:
+            return self.folder_of(run_id)
+        return storage.run_path(cfg.storage, self.workflow_id or self.dag_id, run_id)  # type: ignore[return-value]
+
     def run_state(self, context: Any) -> tuple[Path, runs.RunState, Plan]:
-        """(run folder, what `prepare` fixed, the run's own plan); SmakerError when `prepare` did not run."""
-        folder = self.run_folder(context)
+        """(run files, what `prepare` fixed, the run's own plan); SmakerError when `prepare` did not run.
+
+        The run files are `results_of`: the run folder, or the run's prefix in object storage.
+        """
+        folder = self.results_of(context["dag_run"].run_id)
         return folder, runs.RunState.read(folder), runs.read_run_plan(folder)

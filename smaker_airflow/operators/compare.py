@@ -16,12 +16,30 @@ summary with "table" and "note" keys). The task is added by dag/production.py.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from smaker_airflow.errors import SmakerError
 from smaker_airflow.operators.base import SmakerOperator
 from smaker_airflow.run import state as runs
-from smaker_airflow.run.comparison import build_comparison, metric_sources, write_comparison
+from smaker_airflow.run import storage
+from smaker_airflow.run.comparison import (
+    COMPARISON_DIR,
+    build_comparison,
+    metric_sources,
+    note_links,
+    write_comparison,
+)
+
+
+def ui_base_path() -> str:
+    """The path Airflow's UI is served under: "" at the host's root, else the path of `[api] base_url`."""
+    from urllib.parse import urlparse
+
+    from airflow.configuration import conf
+
+    return urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
 
 
 class CompareArmsOperator(SmakerOperator):
@@ -31,7 +49,7 @@ class CompareArmsOperator(SmakerOperator):
     trigger-form overrides that moved them are followed. XCom return value (also
     pushed when the task fails for missing metrics): `run.comparison.write_comparison`'s
     summary, ``{"dag_id", "run_id", "control", "arms", "metrics", "rows", "missing",
-    "reference", "overrides", "files": {"json", "markdown", "chart"}, "table": markdown, "note": the
+    "reference", "overrides", "differences" (intervals and verdicts), "promote", "winner", "files": {"json", "markdown", "chart", "trend"}, "written_at", "table": markdown, "note": the
     run note's markdown (at most 1,000 characters)}``.
     """
 
@@ -39,7 +57,7 @@ class CompareArmsOperator(SmakerOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         cfg = self.config
-        folder = self.run_folder(context)
+        folder = self.results_of(context["dag_run"].run_id)
         if not (folder / runs.STATE_DIR / runs.STATE_FILE).is_file():
             raise SmakerError(
                 f"Nothing to compare: this run's `prepare` task did not finish ({folder} has no run state), "
@@ -54,11 +72,23 @@ class CompareArmsOperator(SmakerOperator):
             dag_id=cfg.dag_id,
             run_id=state.run_id,
             overrides=state.overrides,
+            promote=asdict(cfg.promote) if cfg.promote is not None else None,
         )
-        summary = write_comparison(comparison, folder)
+        links = note_links(cfg.dag_id, state.run_id, ui_base_path())
+        if cfg.storage is None:
+            publish_dir = cfg.publish.to if cfg.publish is not None else None
+            summary = write_comparison(comparison, folder, publish_dir, links=links)
+        else:  # written in a scratch folder, then uploaded beside the run's outputs
+            # (no trend of published versions: they are in the store, not in a local folder)
+            with storage.scratch(cfg.dag_id, state.run_id) as scratch:
+                summary = write_comparison(comparison, scratch, None, links=links)
+                storage.upload_tree(scratch / COMPARISON_DIR, folder / COMPARISON_DIR)
+            summary["files"] = {
+                k: storage.url_of(folder / COMPARISON_DIR / Path(v).name) for k, v in summary["files"].items()
+            }
         for line in summary["table"].splitlines():
             self.log.info("%s", line)
-        self.log.info("Comparison written to %s", folder / "comparison")
+        self.log.info("Comparison written to %s", storage.url_of(folder / COMPARISON_DIR))
         if comparison.missing or not comparison.rows:
             # A failed task pushes no return value: push it here, so the summary is still in XCom.
             context["ti"].xcom_push("return_value", summary)
@@ -67,5 +97,10 @@ class CompareArmsOperator(SmakerOperator):
                 f"{cfg.dag_id}: no metrics for {', '.join(r.label for r in comparison.missing) or 'any arm'} "
                 f"(expected {expected}): those jobs failed or did not run, see their logs. The comparison "
                 "of the other arms is written all the same."
+            )
+        if cfg.promote is not None and comparison.rows and cfg.promote.metric not in comparison.metrics:
+            raise SmakerError(
+                f"{cfg.path.name}: promote.metric '{cfg.promote.metric}' is not a metric of this run (the metrics "
+                f"files have: {', '.join(comparison.metrics) or 'none'}). Set `promote.metric` to one of them."
             )
         return summary

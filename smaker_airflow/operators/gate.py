@@ -8,6 +8,7 @@ from typing import Any
 from smaker_airflow.operators.base import SmakerOperator
 from smaker_airflow.run.gate import judge
 from smaker_airflow.run.publish import Artifact, artifact_paths, require_files
+from smaker_airflow.run.storage import object_path
 
 
 class QualityGateOperator(SmakerOperator):
@@ -38,7 +39,13 @@ class QualityGateOperator(SmakerOperator):
         folder, state, plan = self.run_state(context)
         paths = artifact_paths(folder, plan, self.artifacts)
         require_files(paths, f"quality gate of {self.dag_id} run {state.run_id}")
-        verdict = judge(paths, self.gate, Path(self.publish_dir) if self.publish_dir else None)
+        storage = self.config.storage
+        production: Path | None = None
+        if self.publish_dir and storage is not None:  # versions in object storage (run/storage_publish.py)
+            production = object_path(self.publish_dir, storage.conn_id)  # type: ignore[assignment]
+        elif self.publish_dir:
+            production = Path(self.publish_dir)
+        verdict = judge(paths, self.gate, production)
         verdict.raise_if_failed(self.dag_id, state.run_id, Path(self.config_path).name)
         self.log.info("Quality gate passed:\n%s", verdict.text)
         return {"passed": True, "results": verdict.results}

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from smaker_airflow.errors import SmakerError
 from smaker_airflow.plan.model import Job
 from smaker_airflow.run import state as runs
+from smaker_airflow.run.storage import url_of
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -52,24 +53,40 @@ def job_of_run(folder: Path, deployed: Job) -> tuple[Job, str]:
     return job, deployed.arm if deployed.arm in selected or not selected else selected[0]
 
 
-def job_lineage(folder: Path, deployed: Job) -> OperatorLineage:
-    """The provider's `OperatorLineage` of one job in the run folder `folder`."""
+def storage_dataset(url: str) -> tuple[str, str]:
+    """(namespace, name) of an object-storage file in OpenLineage's naming: ``s3://bucket``, the key."""
+    scheme, rest = url.split("://", 1)
+    bucket, _, key = rest.partition("/")
+    return f"{scheme}://{bucket}", key
+
+
+def job_lineage(folder: Path, deployed: Job, run_url: str | None = None) -> OperatorLineage:
+    """The provider's `OperatorLineage` of one job in the run folder `folder`.
+
+    `run_url` is the run's URL when its files are in object storage (`storage:`; `folder` is
+    then its `ObjectStoragePath`): datasets are named as objects, ``s3://bucket`` + key.
+    """
     from airflow.providers.openlineage.extractors import OperatorLineage
     from openlineage.client.event_v2 import Dataset
 
     job, arm = job_of_run(folder, deployed)
-    inputs, outputs = job_files(folder, job)
+    if run_url is not None:
+        ins = [storage_dataset(f"{run_url}/{os.path.normpath(p)}") for p in job.inputs]
+        outs = [storage_dataset(f"{run_url}/{os.path.normpath(p)}") for p in job.outputs]
+    else:
+        inputs, outputs = job_files(folder, job)
+        ins, outs = [(NAMESPACE, p) for p in inputs], [(NAMESPACE, p) for p in outputs]
     facet = facet_class()(
         rule=job.rule,
         wildcards=dict(job.wildcards),
         arm=arm,
         target=job.target,
         snakefile=job.snakefile,
-        run_folder=str(folder),
+        run_folder=run_url or str(folder),
     )
     return OperatorLineage(
-        inputs=[Dataset(namespace=NAMESPACE, name=path) for path in inputs],
-        outputs=[Dataset(namespace=NAMESPACE, name=path) for path in outputs],
+        inputs=[Dataset(namespace=namespace, name=name) for namespace, name in ins],
+        outputs=[Dataset(namespace=namespace, name=name) for namespace, name in outs],
         run_facets={FACET_NAME: facet},
     )
 
@@ -81,15 +98,19 @@ class JobLineage:
 
     if TYPE_CHECKING:  # given by SmakerOperator
 
-        def folder_of(self, run_id: str) -> Path: ...
+        def results_of(self, run_id: str) -> Path: ...
+
+    def _lineage(self, run_id: str) -> OperatorLineage:
+        files = self.results_of(run_id)  # the run folder, or its ObjectStoragePath (`storage:`)
+        return job_lineage(files, self.job, None if isinstance(files, Path) else url_of(files))
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """Inputs and outputs the job read and wrote, with the `smaker_job` run facet."""
-        return job_lineage(self.folder_of(str(task_instance.run_id)), self.job)
+        return self._lineage(str(task_instance.run_id))
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
         """As on complete: the outputs are those the job was to write (Snakemake removes partial ones)."""
-        return job_lineage(self.folder_of(str(task_instance.run_id)), self.job)
+        return self._lineage(str(task_instance.run_id))
 
 
 @cache

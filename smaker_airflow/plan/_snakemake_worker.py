@@ -30,7 +30,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-if TYPE_CHECKING:  # the contract with the planner; at run time this process imports nothing of ours
+from smaker_airflow.plan.reads import ReadRecorder, drop_under, fingerprint_file, python_ignored  # stdlib only
+
+if TYPE_CHECKING:  # the contract with the planner; at run time this process imports only plan/reads.py of ours
     from smaker_airflow.plan.model import RawJob
 
 T = TypeVar("T")
@@ -188,18 +190,71 @@ class _Session:
 
 
 def extract(request: Mapping[str, Any]) -> dict[str, Any]:
-    """Load the workflow, build its DAG with every job forced, describe the jobs."""
+    """Load the workflow, build its DAG with every job forced, describe the jobs and what planning read."""
     session = _Session(str(request["snakefile"]))
     api_module, settings = session.run("load", _import_snakemake)
+    # From here on every file opened and folder listed is recorded (plan/reads.py), except
+    # the planning scratch folder and Python's own files (Snakemake imports lazily).
+    mirror = (str(request["workdir"]), str(request["project_root"])) if request.get("project_root") else None
+    recorder = ReadRecorder([*request.get("ignored", []), *python_ignored()], mirror)
+    recorder.install()
     output = settings.OutputSettings(quiet={settings.Quietness.ALL}, enable_file_logging=False)
     with api_module.SnakemakeApi(output) as api:
         session.workflow_api = session.run("load", lambda: _workflow_api(api, settings, request))
         session.workflow = session.run("load", lambda: _load(session.workflow_api, settings))
+        # A re-plan after a checkpoint ran (plan/layout.py): its outputs are there, as natively after it.
+        session.workflow.checkpoints.created_output.update(request.get("created") or [])
         registry = session.run("registry", _registry_snapshot)
         dag = session.run("dag", lambda: _build_dag(session.workflow))
+        recorder.enabled = False  # describing the jobs reads nothing of the user's
         jobs = session.run("describe", lambda: describe_jobs(session.workflow, dag))
         handlers = session.run("describe", lambda: workflow_handlers(session.workflow))
-    return {"jobs": jobs, "registry": registry, "handlers": handlers}
+        rules = session.run("describe", lambda: rule_graph(session.workflow, dag))
+        sources = workflow_sources(session.workflow, recorder)
+    return {
+        "jobs": jobs,
+        "registry": registry,
+        "handlers": handlers,
+        "reads": recorder.reads,
+        "sources": sources,
+        "rules": rules,
+    }
+
+
+def workflow_sources(workflow: Any, recorder: ReadRecorder) -> list[str]:
+    """The workflow's own files (real paths): Snakefiles, configfiles, scripts, Python modules it imported.
+
+    Each is also added to ``recorder.reads`` (a script is not read at planning, a module
+    may come from a .pyc), so the plan cache notices when one changes. Everything else
+    ``recorder`` saw is data the workflow read while it was planned.
+    """
+    cache = getattr(getattr(workflow, "sourcecache", None), "cache_path", None)
+    if cache is not None:
+        drop_under(recorder.reads, str(cache))  # Snakemake's copies of the Snakefiles it read
+    paths: set[str] = set()
+    for source in workflow.included:
+        if getattr(source, "is_local", False):
+            paths.add(str(source.get_path_or_uri(secret_free=True)))
+    paths.update(str(path) for path in getattr(workflow, "configfiles", []) or [])
+    for rule in workflow.rules:
+        for name in ("script", "notebook"):
+            script = getattr(rule, name, None)
+            if isinstance(script, str) and "{" not in script and "://" not in script:
+                basedir = rule.basedir.get_path_or_uri(secret_free=True) if rule.basedir is not None else "."
+                paths.add(os.path.join(str(basedir), script))
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and file.endswith(".py"):
+            paths.add(file)
+    found = []
+    for path in sorted(paths):
+        real = os.path.realpath(os.path.abspath(path))
+        if recorder.ignores(real):
+            continue
+        found.append(real)
+        if real not in recorder.reads:
+            recorder.reads[real] = fingerprint_file(real)
+    return found
 
 
 def _import_snakemake() -> tuple[Any, Any]:
@@ -354,33 +409,112 @@ def _build_dag(workflow: Any) -> Any:
         check_internals("Job", type(job), _JOB_INTERNALS)
         check_internals("Rule", job.rule, _RULE_INTERNALS)
         check_internals("Rule", job.rule, _GROUP_RULE_INTERNALS)
-    reject_checkpoints(workflow, dag)
     form_groups(workflow, dag)
     return dag
 
 
-def reject_checkpoints(workflow: Any, dag: Any) -> None:
-    """A plan made before a checkpoint ran would silently miss the jobs after it."""
-    checkpoints = sorted({job.rule for job in dag.jobs if job.rule.is_checkpoint}, key=lambda r: r.name)
-    if not checkpoints:
-        return
-    first = checkpoints[0]
-    names = " and ".join(rule.name for rule in checkpoints)
-    what = f"rule {names} is a checkpoint" if len(checkpoints) == 1 else f"rules {names} are checkpoints"
-    raise PlanningFailure(
-        "dag",
-        "CheckpointNotSupported",
-        f"{what}: the jobs "
-        "after a checkpoint are only known once it has run, so they cannot be planned ahead "
-        "as Airflow tasks",
-        snakefile=_absolute(str(first.snakefile)),
-        rule=names,
-        lineno=source_line(workflow.linemaps, str(first.snakefile), first.lineno),
-        hint=(
-            "Make it a normal rule whose outputs follow from the config (for example "
-            "expand() over a list in the config), so that every job is known before the run."
-        ),
-    )
+_PLACEHOLDERS = ("smakerph", "1")  # stand-in wildcard values: a name, and a number for `{i,\\d+}`
+
+
+def rule_graph(workflow: Any, dag: Any) -> dict[str, dict[str, Any]]:
+    """Every rule that can run, with the rules it waits for; {} when the workflow has no checkpoint.
+
+    Snakemake leaves the rules that only run after a checkpoint out of the DAG until it has
+    run, so their order comes from the rules' patterns: an input pattern, its wildcards set
+    to stand-in values, names the rules whose outputs (or output folders) match it. A rule
+    whose input function calls ``checkpoints.<name>.get()`` waits for that checkpoint and for
+    every rule below it (the function globs what they wrote). The job edges of the DAG are
+    added as they are. The mapped layout checks every run's job edges against this graph,
+    so a wrong guess fails a run with a clear message, never runs in the wrong order.
+    Returns rule -> {"upstream": [rules], "checkpoint": bool, "threads": int, "retries": int,
+    "snakefile": path, "lineno": int, "outputs": [patterns]}.
+    """
+    rules = [rule for rule in workflow.rules if rule.output]
+    if not any(rule.is_checkpoint for rule in workflow.rules):
+        return {}
+    ups: dict[str, set[str]] = {rule.name: set() for rule in rules}
+    calls: dict[str, set[str]] = {rule.name: set() for rule in rules}
+    checkpoint_names = {rule.name for rule in rules if rule.is_checkpoint}
+    for rule in rules:
+        for item in rule.input:
+            if callable(item):
+                calls[rule.name] |= _checkpoints_called(item, checkpoint_names)
+            else:
+                ups[rule.name] |= _producers(rules, str(item))
+    for job, deps in dag.dependencies.items():
+        if job.rule.name in ups:
+            ups[job.rule.name] |= {dep.rule.name for dep in deps if dep.rule.name in ups and dep.rule != job.rule}
+    _add_checkpoint_callers(ups, calls)
+    graph = {}
+    for rule in rules:
+        cores = dict(rule.resources.items()).get("_cores", 1)
+        graph[rule.name] = {
+            "upstream": sorted(ups[rule.name] - {rule.name}),
+            "checkpoint": bool(rule.is_checkpoint),
+            "threads": int(cores) if isinstance(cores, int) else 1,
+            "retries": int(rule.restart_times or 0),
+            "snakefile": _absolute(str(rule.snakefile)),
+            "lineno": source_line(workflow.linemaps, str(rule.snakefile), rule.lineno),
+            "outputs": [str(output) for output in rule.output],
+        }
+    return graph
+
+
+def _add_checkpoint_callers(ups: dict[str, set[str]], calls: Mapping[str, set[str]]) -> None:
+    """A rule calling a checkpoint waits for it and the rules below it (to a fixpoint: two levels)."""
+    for name, called in calls.items():
+        ups[name] |= called
+    changed = True
+    while changed:
+        changed = False
+        for name, called in calls.items():
+            for checkpoint in called:
+                below = _below(ups, checkpoint) - {name} - _below(ups, name)
+                if not below <= ups[name]:
+                    ups[name] |= below
+                    changed = True
+
+
+def _producers(rules: list[Any], pattern: str) -> set[str]:
+    """Rules whose output (or an output folder holding it) matches ``pattern`` with stand-in wildcards."""
+    from snakemake.io import WILDCARD_REGEX
+
+    found: set[str] = set()
+    for value in _PLACEHOLDERS:
+        path = WILDCARD_REGEX.sub(value, pattern)
+        parents = [str(parent) for parent in Path(path).parents if str(parent) not in (".", "/")]
+        for rule in rules:
+            for output in rule.output:
+                regex = output.regex()
+                if regex.match(path) or (output.is_directory and any(regex.match(p) for p in parents)):
+                    found.add(rule.name)
+    return found
+
+
+def _checkpoints_called(function: Any, checkpoint_names: set[str]) -> set[str]:
+    """The checkpoints an input function names (``checkpoints.<name>``), in its code or nested code."""
+    names: set[str] = set()
+    todo = [getattr(function, "__code__", None)]
+    while todo:
+        code = todo.pop()
+        if code is None:
+            continue
+        names.update(code.co_names)
+        todo.extend(const for const in code.co_consts if hasattr(const, "co_names"))
+    return checkpoint_names & names if "checkpoints" in names else set()
+
+
+def _below(ups: Mapping[str, set[str]], rule: str) -> set[str]:
+    """The rules that wait, directly or not, for ``rule``."""
+    found: set[str] = set()
+    todo = [rule]
+    while todo:
+        node = todo.pop()
+        for name, upstream in ups.items():
+            if node in upstream and name not in found:
+                found.add(name)
+                todo.append(name)
+    return found
 
 
 def check_internals(kind: str, owner: Any, names: Iterable[str]) -> None:

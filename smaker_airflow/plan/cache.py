@@ -5,8 +5,12 @@ versions and the project's location. Validity: the sha256 of every source the
 plan was built from (the config, the package's planning code, the entry
 Snakefile, every file in the folders of the workflow's Snakefiles: includes,
 scripts, sample sheets) still matches, so changing one character of a module
-gives a new plan. Files over 1 MiB are compared by size and mtime instead, so
-data kept beside a workflow does not make every import hash it.
+gives a new plan; and so does everything Snakemake read while planning
+(`Plan.reads`, recorded by plan/reads.py: included Snakefiles and modules wherever
+they live, configfiles, scripts, imported Python modules, sample sheets, and the
+entry names of every folder listed, as by `glob_wildcards`), so a file landing in a
+globbed folder gives a new plan at the next parse. Files over 1 MiB are compared by
+size and mtime instead, so data kept beside a workflow does not make every import hash it.
 
 Writes are atomic (temp file + rename), so readers in other processes see the
 old file or the new one, never half of one. A miss builds under an exclusive
@@ -32,6 +36,7 @@ from pathlib import Path
 
 from smaker_airflow import __version__
 from smaker_airflow.config import DagConfig
+from smaker_airflow.plan import reads
 from smaker_airflow.plan.model import Plan
 
 CACHE_ENV = "SMAKER_AIRFLOW_CACHE_DIR"
@@ -52,7 +57,7 @@ PLANNER_FILES = tuple(
 )
 PLANNER_FILES = (*PLANNER_FILES, _PACKAGE / "errors.py")
 
-_CACHE_NAME = re.compile(r"^\.?(?P<dag_id>.+)-[0-9a-f]{20}\.(json|lock)(\..+\.tmp)?$")
+_CACHE_NAME = re.compile(r"^\.?(?P<dag_id>.+)-[0-9a-f]{20}\.(rules\.json|json|lock)(\..+\.tmp)?$")
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +120,24 @@ def read(cfg: DagConfig) -> Plan | None:
         plan = Plan.from_json(cache_path(cfg).read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
+    return plan if _valid(cfg, plan) else None
+
+
+def _valid(cfg: DagConfig, plan: Plan) -> bool:
     if plan.dag_id != cfg.dag_id or fingerprint(source_files(cfg)) != plan.sources:
-        return None
-    return plan
+        return False
+    return not reads.changed(plan.reads)  # a sample sheet edited, a file landed in a globbed folder...
 
 
 def write(cfg: DagConfig, plan: Plan) -> Path:
     """Store the plan atomically: a concurrent reader sees the old file or the new one."""
-    target = cache_path(cfg)
+    target = _write_atomic(cache_path(cfg), plan.to_json())
+    summary_path(cfg).unlink(missing_ok=True)  # made again from this plan when a parse needs it
+    _prune(target, cfg.dag_id)
+    return target
+
+
+def _write_atomic(target: Path, text: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     # Mode 0o666 minus the umask (mkstemp would give 0o600): the user who runs `compile` at
@@ -130,13 +145,51 @@ def write(cfg: DagConfig, plan: Plan) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(plan.to_json())
+            out.write(text)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _prune(target, cfg.dag_id)
     return target
+
+
+def summary_path(cfg: DagConfig) -> Path:
+    """Where the rule summary of a mapped-layout plan is cached (beside the plan)."""
+    return cache_path(cfg).with_suffix(".rules.json")
+
+
+def load_dag_plan(cfg: DagConfig) -> Plan:
+    """The plan a DAG file's parse builds the DAG from: the plan, or its rule summary in the mapped layout.
+
+    A mapped DAG has one task per rule: its parse reads the summary (`layout.summarize`: one
+    job per rule, the counts), so parse time does not grow with the number of jobs. Valid
+    while the config, the package and the workflow's folders are unchanged (not the data:
+    see below). The quality gate and publish pick files among all the final jobs: configs
+    with them get the full plan.
+    """
+    from smaker_airflow.plan.layout import MAPPED, choose_layout, summarize
+
+    if cfg.quality_gate is not None or cfg.publish is not None:
+        return load_plan(cfg)
+    try:
+        summary = Plan.from_json(summary_path(cfg).read_text(encoding="utf-8"))
+        # Valid while the workflow's sources are: not re-planned when only data changed (a file
+        # landed). Each mapped run plans at its start, and its `prepare` replaces the cached plan
+        # (removing this summary) when the rules or their edges changed. So a parse never runs
+        # Snakemake because of data: a cold plan of 50,000 jobs would exceed the import timeout.
+        if summary.dag_id == cfg.dag_id and fingerprint(source_files(cfg)) == summary.sources:
+            return summary
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    plan = load_plan(cfg)
+    if choose_layout(cfg, plan).name != MAPPED:
+        return plan
+    summary = summarize(plan)
+    try:
+        _write_atomic(summary_path(cfg), summary.to_json())
+    except OSError as e:
+        log.warning("Cannot write the rule summary %s (%s).", summary_path(cfg), e)
+    return summary
 
 
 def load_plan(cfg: DagConfig) -> Plan:
@@ -189,7 +242,7 @@ def _build_lock(cfg: DagConfig) -> Iterator[None]:
 def _prune(current: Path, dag_id: str) -> None:
     """Remove this DAG's superseded plans and leftovers of crashed writers, once they are a day old."""
     cutoff = time.time() - STALE_SECONDS
-    keep = {current, current.with_suffix(".lock")}  # this process may still hold the lock
+    keep = {current, current.with_suffix(".lock"), current.with_suffix(".rules.json")}  # the lock may be held
     for path in current.parent.glob(f"*{dag_id}-*"):
         if path in keep or _dag_id_of(path) != dag_id:
             continue

@@ -42,6 +42,11 @@ class JobGraph:
     jobs: list[RawJob]
     registry: dict[str, Any] = field(default_factory=dict)
     handlers: list[str] = field(default_factory=list)
+    # What planning read (plan/reads.py): real path (or "folder:" + path) -> fingerprint when read.
+    reads: dict[str, str | None] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)  # the keys of `reads` that are the workflow's own files
+    # Workflows with checkpoints: every rule that can run -> its rule-level facts (worker's `rule_graph`).
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def build_job_graph(
@@ -53,6 +58,8 @@ def build_job_graph(
     private: Iterable[Path] = (),
     settings: SnakemakeSettings | None = None,
     timeout: float = 300,
+    created: Iterable[str] = (),
+    written: Iterable[str] = (),
 ) -> JobGraph:
     """Build the job DAG of ``snakefile``'s default target with ``config``.
 
@@ -64,6 +71,9 @@ def build_job_graph(
     ``WorkflowError`` (one paragraph naming the Snakefile, the rule and line when known,
     Snakemake's message and the fix) when Snakemake cannot load the workflow, refuses
     the settings or cannot build its DAG, and when the worker process dies or times out.
+    ``created`` names outputs of checkpoint jobs that have run (in ``workdir``): Snakemake
+    then plans the jobs after those checkpoints, as a native run does once they finished;
+    ``written`` (with ``workdir``): paths jobs write there, never linked to the project.
     """
     snakefile = Path(snakefile).resolve()
     if not snakefile.is_file():
@@ -79,6 +89,12 @@ def build_job_graph(
             "result": str(folder / "result.json"),
             "cores": settings.cores,
             "args": list(settings.args),
+            # Not data of the workflow: the scratch folder (its config, the planning workdir's
+            # own files; linked project entries resolve outside it) and this package.
+            "ignored": [str(folder), str(_PACKAGE_ROOT / "smaker_airflow")],
+            # The planning workdir stands for the project root: a folder listed there is the project's.
+            "project_root": str(project_root) if project_root is not None else None,
+            "created": list(created),
         }
 
         def plan_in(run_dir: Path, written: list[str]) -> dict[str, Any]:
@@ -89,7 +105,7 @@ def build_job_graph(
             return _run_worker(folder, run_dir, snakefile, timeout)
 
         if workdir is not None:
-            payload = plan_in(Path(workdir).resolve(), [])
+            payload = plan_in(Path(workdir).resolve(), list(written))
         else:
             payload = plan_in(folder / "workdir", [])
             written = written_paths(payload.get("jobs") or [])
@@ -99,7 +115,14 @@ def build_job_graph(
                 payload = plan_in(folder / "workdir-hidden", written)
     if not payload.get("ok"):
         raise WorkflowError(error_paragraph(payload["error"], snakefile))
-    return JobGraph(jobs=payload["jobs"], registry=payload.get("registry") or {}, handlers=payload.get("handlers", []))
+    return JobGraph(
+        jobs=payload["jobs"],
+        registry=payload.get("registry") or {},
+        handlers=payload.get("handlers", []),
+        reads=payload.get("reads") or {},
+        sources=payload.get("sources") or [],
+        rules=payload.get("rules") or {},
+    )
 
 
 def written_paths(jobs: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -64,6 +64,7 @@ class Job:
     upstream: list[str]  # task ids
     snakefile: str  # the file the rule is defined in (for docs and provenance)
     metrics: list[str] = field(default_factory=list)  # outputs marked as metrics
+    predictions: list[str] = field(default_factory=list)  # outputs marked as per-example results
     final: bool = False  # a tip of the workflow (a target of `rule all`)
     # What one process per job loses (plan/groups.py, plan/temp.py); defaults read older plans.
     temp_outputs: list[str] = field(default_factory=list)  # outputs marked temp()
@@ -96,6 +97,15 @@ class Plan:
     arm_configs: dict[str, dict[str, Any]]
     sources: dict[str, str] = field(default_factory=dict)  # file -> sha256 the plan was built from
     handlers: dict[str, list[str]] = field(default_factory=dict)  # arm -> its onstart/onsuccess/onerror
+    # What Snakemake read while planning (plan/reads.py): real path, or "folder:" + path of a
+    # listed folder -> its fingerprint then (None: it did not exist). The cache checks them all.
+    reads: dict[str, str | None] = field(default_factory=dict)
+    data: list[str] = field(default_factory=list)  # the keys of `reads` that are data, not the workflow's files
+    # Set only in a rule summary (plan/layout.py `summarize`): mapped task id -> its number of jobs.
+    rule_jobs: dict[str, int] = field(default_factory=dict)
+    # Workflows with checkpoints: every rule that can run, jobs or not yet (plan/layout.py):
+    # rule -> {"upstream": [rules], "checkpoint": bool, "threads", "retries", "snakefile", "lineno"}.
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def job(self, task_id: str) -> Job:
         for job in self.jobs:

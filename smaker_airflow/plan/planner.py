@@ -8,10 +8,12 @@ shared by all arms appear once. Task ids are a pure function of the job.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections import defaultdict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from smaker_airflow.config import DagConfig
@@ -20,6 +22,7 @@ from smaker_airflow.plan import groups, temp
 from smaker_airflow.plan.arms import workflow_for
 from smaker_airflow.plan.job_graph import build_job_graph
 from smaker_airflow.plan.model import Job, Plan, RawJob
+from smaker_airflow.plan.reads import FOLDER
 from smaker_airflow.plan.settings import snakemake_settings
 
 MAX_TASK_ID = 250
@@ -34,6 +37,7 @@ class _Merged:
 
     raw: RawJob  # as the first arm that needs it described it; never changed
     metrics: list[str]
+    predictions: list[str]
     arms: list[str] = field(default_factory=list)
     upstream: list[_Key] = field(default_factory=list)
     final: bool = False
@@ -43,16 +47,27 @@ class _Merged:
         return self.arms[0] if multi_arm and len(self.arms) == 1 else ""
 
 
-def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) -> Plan:
+def build_plan(
+    cfg: DagConfig,
+    overrides: dict[str, list[Any]] | None = None,
+    *,
+    workdir: Path | None = None,
+    created: list[str] | None = None,
+    written: list[str] | None = None,
+) -> Plan:
     """Plan every arm of ``cfg`` with Snakemake and merge them into one ``Plan``.
 
     ``overrides`` (parameter name -> values, as the trigger form gives them) replace the
     config's values. Runs one Snakemake worker process per arm (``build_job_graph``),
-    so it takes seconds. Raises ``WorkflowError`` naming the config and the arm when an
+    so it takes seconds. ``workdir``, ``created`` and ``written``: a re-plan in a run folder
+    after checkpoints wrote ``created`` (``build_job_graph``). Raises ``WorkflowError`` naming the config and the arm when an
     arm cannot be planned, or when two arms write the same file with different rules.
     """
     arm_configs = {}
+    reads: dict[str, str | None] = {}
+    data: dict[str, None] = {}
     merged: dict[_Key, _Merged] = {}
+    rules: dict[str, dict[str, Any]] = {}
     forming, handlers = groups.GroupForming(), {}
     settings = snakemake_settings(cfg)
     for arm in cfg.arms:
@@ -60,19 +75,29 @@ def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) ->
         arm_configs[arm] = {"snakefile": str(snakefile), "config": config}
         try:
             graph = build_job_graph(
-                snakefile, config, project_root=cfg.project_root, private=[cfg.runs_root], settings=settings
+                snakefile,
+                config,
+                project_root=cfg.project_root,
+                private=[cfg.runs_root],
+                settings=settings,
+                workdir=workdir,
+                created=created or (),
+                written=written or (),
             )
         except WorkflowError as e:
             # Name the config and the arm: the Snakefile alone does not say which deployment broke.
             raise WorkflowError(f"{cfg.path} (arm '{arm}'): {e}") from None
+        reads.update(graph.reads)
+        data.update(dict.fromkeys(data_reads(cfg, graph.reads, graph.sources)))
         metric_patterns = set(graph.registry.get("metrics", []))
+        prediction_patterns = set(graph.registry.get("predictions", []))
         keys: list[_Key] = []
         for raw in graph.jobs:
             key = _identity(raw)
             keys.append(key)
             job = merged.get(key)
             if job is None:
-                job = merged[key] = _Merged(raw, _metrics(raw, metric_patterns))
+                job = merged[key] = _Merged(raw, _metrics(raw, metric_patterns), _metrics(raw, prediction_patterns))
             elif (job.raw["rule"], job.raw["snakefile"]) != (raw["rule"], raw["snakefile"]):
                 raise WorkflowError(_conflict(cfg, job, raw, arm))
             job.arms.append(arm)
@@ -80,6 +105,9 @@ def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) ->
             job.upstream.extend(keys[d] for d in raw["deps"] if keys[d] not in job.upstream)
         forming.add(graph.jobs, keys)
         handlers[arm] = graph.handlers
+        for name, facts in graph.rules.items():  # arms sharing a rule: it waits for what either arm's waits for
+            known = rules.setdefault(name, {**facts, "upstream": []})
+            known["upstream"] = sorted({*known["upstream"], *facts["upstream"]})
     jobs = _assign_task_ids(list(merged.values()), multi_arm=len(cfg.arms) > 1)
     ids: dict[Hashable, str] = {
         _identity(job.raw): task.task_id for job, task in zip(merged.values(), jobs, strict=True)
@@ -92,7 +120,29 @@ def build_plan(cfg: DagConfig, overrides: dict[str, list[Any]] | None = None) ->
         jobs=jobs,
         arm_configs=arm_configs,
         handlers={arm: names for arm, names in handlers.items() if names},
+        reads=reads,
+        data=list(data),
+        rules=rules,
     )
+
+
+def data_reads(cfg: DagConfig, reads: Mapping[str, Any], sources: Iterable[str]) -> list[str]:
+    """The keys of ``reads`` that are data: what can change without a deploy.
+
+    Every listed folder (``glob_wildcards``, ``os.listdir``: a file may land there any day),
+    and every file read that is not one of the workflow's own files (Snakefiles, configfiles,
+    scripts, modules) nor inside the folders deployed with it: the Snakefiles' folders and
+    the project's ``config/`` (a sample sheet there changes with the workflow's code).
+    """
+    own = set(sources)
+    snakefiles = [cfg.snakefile] if cfg.snakefile else [p for arm in cfg.arms.values() for p in arm.modules.values()]
+    deployed = {os.path.realpath(p.parent) for p in snakefiles} | {os.path.realpath(cfg.project_root / "config")}
+    found = []
+    for key in reads:
+        listed = key.startswith(FOLDER)
+        if listed or (key not in own and not any(key.startswith(folder + os.sep) for folder in deployed)):
+            found.append(key)
+    return found
 
 
 def _identity(raw: RawJob) -> _Key:
@@ -171,6 +221,7 @@ def _job(merged: _Merged, group: str, ids: dict[_Key, str]) -> Job:
         upstream=[ids[key] for key in merged.upstream],
         snakefile=raw["snakefile"],
         metrics=merged.metrics,
+        predictions=merged.predictions,
         final=merged.final,
         temp_outputs=raw["temp_outputs"],
         pipe_outputs=raw["pipe_outputs"],

@@ -13,6 +13,7 @@ from typing import Any
 from smaker_airflow.plan.model import Job
 from smaker_airflow.run.publish import sha256
 from smaker_airflow.run.state import RunState
+from smaker_airflow.run.storage import url_of
 
 
 def output_event_extras(folder: Path, deployed: Job, job: Job, state: RunState, arm: str) -> dict[str, dict[str, Any]]:
@@ -27,7 +28,7 @@ def output_event_extras(folder: Path, deployed: Job, job: Job, state: RunState, 
     for deployed_path, path in zip(deployed.outputs, job.outputs, strict=True):
         file = folder / path
         extras[deployed_path] = {
-            "path": str(file.absolute()),
+            "path": str(file.absolute()) if isinstance(file, Path) else url_of(file),  # a URL in object storage
             "relative_path": path,
             "run_id": state.run_id,
             "arm": arm,

@@ -127,6 +127,10 @@ def production_metrics(publish_dir: Path | None, name: str) -> tuple[dict[str, A
     """
     if publish_dir is None:
         return None, "no publish folder configured"
+    if not isinstance(publish_dir, Path):  # object storage: a current.json pointer (run/storage_publish.py)
+        from smaker_airflow.run.storage_publish import production_metrics as stored_metrics
+
+        return stored_metrics(publish_dir, name)
     current = publish_dir / CURRENT
     if not current.exists():
         return None, "nothing published yet"

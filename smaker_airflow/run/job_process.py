@@ -4,7 +4,9 @@ The job runs as ``python -m smaker_airflow.run.job_runner --target-jobs RULE:WC=
 --allowed-rules RULE ...`` (Snakemake's Python API, the CLI's flags, without the CLI
 parser's plugin scan), or as ``python -m snakemake`` with the same flags when the
 config's ``snakemake.args`` or a Snakemake profile need the real CLI; in a new session, so that the whole tree (Snakemake, its shell, the shell's
-children) can be stopped with one signal to the process group. Its output is
+children) can be stopped with one signal to the process group. The runner's process is
+a fork of this worker's job server (run/job_server.py: it has imported Snakemake already)
+when one is running or can be started, else a fresh interpreter. Its output is
 streamed line by line to a callback (the Airflow task log). Neither Snakemake
 nor Airflow is imported here: the work happens in the child process.
 """
@@ -24,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from smaker_airflow._procs import (
     find_processes,
@@ -33,6 +35,7 @@ from smaker_airflow._procs import (
     tail_lines,
 )
 from smaker_airflow.errors import JobFailed
+from smaker_airflow.run import job_server
 
 LOG_TAIL_LINES = 50  # lines kept from each `log:` file for the failure message
 OUTPUT_TAIL_LINES = 50  # lines of Snakemake's own output kept for notifiers
@@ -117,6 +120,7 @@ def snakemake_argv(inv: JobInvocation) -> list[str]:
 
 
 RUNNER_MODULE = "smaker_airflow.run.job_runner"
+SERVED_NOTE = "Runs in a fork of this worker's job server"  # opens the task log line that says so
 # Where Snakemake's CLI looks for a workflow profile (`profiles/default`), besides $SNAKEMAKE_PROFILE.
 _PROFILE = Path("profiles", "default")
 
@@ -184,6 +188,18 @@ def workflow_argv(
     ]
 
 
+class _Started(Protocol):
+    """What ``JobProcess`` uses of its job's process: a ``Popen`` or a ``job_server.ServedJob``."""
+
+    pid: int
+    returncode: int | None
+
+    @property
+    def stdout(self) -> IO[bytes] | None: ...
+
+    def poll(self) -> int | None: ...
+
+
 class JobProcessFailed(JobFailed):
     """A job process that failed, timed out or was killed, with what a notifier shows as attributes.
 
@@ -222,7 +238,8 @@ class JobProcess:
         self.inv = inv
         self._on_line = on_line
         self._kill_grace = kill_grace
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: _Started | None = None
+        self.served = False  # whether the job ran in a fork of the job server (run/job_server.py)
         self._stop_reason: str | None = None  # set once: "was killed" / "timed out ..."
         self._output_tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
         self.argv = job_argv(inv)  # decided once: the runner, or the CLI (needs_cli)
@@ -259,12 +276,7 @@ class JobProcess:
                 "folder was still running (its task process was killed without stopping it)."
             )
         self.inv.workdir.mkdir(parents=True, exist_ok=True)  # its cwd; Snakemake's --directory would make it
-        proc = start_in_session(
-            self.argv,
-            stdout=subprocess.PIPE,
-            cwd=self.inv.workdir,  # relative --profile/--conda-prefix resolve as from the project root
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # lines as they happen
-        )
+        proc = self._start()
         self._proc = proc
         if self._stop_reason is not None:  # kill() raced with the start
             self.kill()
@@ -274,8 +286,31 @@ class JobProcess:
         except BaseException:
             self.kill()  # a failing callback or an interrupt must not orphan the job
             raise
+        if isinstance(proc, job_server.ServedJob) and proc.lost and self._stop_reason is None:
+            # Killed while its server was gone: nobody saw how it ended, so it counts as failed.
+            self._stop_reason = "ended unseen: its job server stopped and the job reported no result"
+            self.kill()
         if self._stop_reason is not None or proc.returncode != 0:
             raise self._failure(proc.returncode)
+
+    def _start(self) -> _Started:
+        """The job's process: a fork of this worker's job server when it may, else a fresh process."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # lines as they happen
+        if self.argv[2] == RUNNER_MODULE and job_server.enabled():
+            served = job_server.start_job(self.argv[3:], cwd=self.inv.workdir, env=env, title=self.command)
+            if served is not None:
+                self.served = True
+                self._on_line(
+                    f"{SERVED_NOTE} (pid {served.server_pid}), which has imported Snakemake already; "
+                    f"{job_server.SWITCH_ENV}=off runs a fresh process instead."
+                )
+                return served
+        return start_in_session(
+            self.argv,
+            stdout=subprocess.PIPE,
+            cwd=self.inv.workdir,  # relative --profile/--conda-prefix resolve as from the project root
+            env=env,
+        )
 
     def kill(self) -> None:
         """SIGTERM the whole process group, SIGKILL it after the kill grace (seconds).
@@ -289,9 +324,11 @@ class JobProcess:
             self._stop_reason = "was killed"
         proc = self._proc
         if proc is not None:
-            stop_groups([proc.pid], self._kill_grace, leaders=[proc])  # a session leader's pid is its group id
+            # A session leader's pid is its group id; a served job's child is reaped by its server.
+            leaders = [proc] if isinstance(proc, subprocess.Popen) else []
+            stop_groups([proc.pid], self._kill_grace, leaders=leaders)
 
-    def _relay(self, proc: subprocess.Popen[bytes], deadline: float | None, timeout: float | None) -> None:
+    def _relay(self, proc: _Started, deadline: float | None, timeout: float | None) -> None:
         """Pass output lines to on_line until the process exited and its output ended."""
         assert proc.stdout is not None
         lines: queue.Queue[str | None] = queue.Queue()
@@ -379,7 +416,23 @@ def stop_leftovers(inv: JobInvocation, grace: float = KILL_GRACE_SECONDS) -> lis
 
 
 def _is_try_of(cmdline: list[str], inv: JobInvocation) -> bool:
-    """Whether a command line is `job_argv` of this job (CLI or runner): same run folder and target."""
+    """Whether a command line is `job_argv` of this job (CLI or runner): same run folder and target.
+
+    A job server's child shows the runner's command line as its process title, one
+    shell-quoted string that the process table splits at spaces: it is joined and split again.
+    """
+    if _is_argv_of(cmdline, inv):
+        return True
+    title = " ".join(cmdline)
+    if RUNNER_MODULE not in title:  # most processes: no need to parse
+        return False
+    try:
+        return _is_argv_of(shlex.split(title), inv)
+    except ValueError:  # not a shell-quoted title
+        return False
+
+
+def _is_argv_of(cmdline: list[str], inv: JobInvocation) -> bool:
     if cmdline[1:2] != ["-m"] or cmdline[2:3] not in (["snakemake"], [RUNNER_MODULE]):
         return False
     flags = dict(itertools.pairwise(cmdline[3:]))  # each argument -> the one after it

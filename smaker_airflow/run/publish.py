@@ -124,21 +124,27 @@ def provenance(
     files: Mapping[str, dict[str, Any]],
     gate: Any = None,
     replaced: list[dict[str, Any]] | None = None,
+    arm: str | None = None,
+    comparison: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Which run, config, parameters, code and packages produced a published version, and what it replaced.
 
     `replaced` is the lineage (`lineage`): the version `current` pointed to before, then
-    the one that version replaced, and so on (at most REPLACED_KEPT entries).
+    the one that version replaced, and so on (at most REPLACED_KEPT entries). `arm` is the
+    published arm (None: the control arm); `comparison` the A/B verdicts that chose it
+    (an A/B winner's `promote` task), recorded under "comparison" when given.
     """
+    arm = arm or cfg.control
+    extra = {"comparison": comparison} if comparison is not None else {}
     return {
         "dag_id": cfg.dag_id,
         "run_id": state.run_id,
         "run_date": state.run_date,
         "logical_date": logical_date.isoformat() if logical_date else None,
         "published_at": datetime.now(UTC).isoformat(),
-        "arm": cfg.control,
+        "arm": arm,
         "config": {"path": _relative(str(cfg.path), cfg.project_root), "sha256": sha256(cfg.path)},
-        "params": cfg.arm_params(cfg.control, state.overrides),
+        "params": cfg.arm_params(arm, state.overrides),
         "overrides": state.overrides,
         "code": {_relative(path, cfg.project_root): digest for path, digest in sorted(sources.items())},
         "packages": package_versions(),
@@ -146,6 +152,7 @@ def provenance(
         "files": dict(files),
         "quality_gate": gate,
         "replaced": list(replaced or []),
+        **extra,
     }
 
 
@@ -322,11 +329,13 @@ def publish(
     sources: Mapping[str, str],
     gate: Any = None,
     keep_versions: int | None = None,
+    arm: str | None = None,
+    comparison: dict[str, Any] | None = None,
 ) -> Publication:
     """Promote the files of `paths` as a new version with its provenance; prune beyond `keep_versions`.
 
     `sources` is file -> sha256 of the code the plan was built from; `gate` the quality
-    gate's verdict (recorded as is). Under `publish_lock`: a run older than the version
+    gate's verdict (recorded as is); `arm` and `comparison` as in `provenance`. Under `publish_lock`: a run older than the version
     in production publishes nothing (`Publication.skipped` says why). Raises SmakerError
     when a file is missing or `current` is not a symlink.
     """
@@ -346,6 +355,8 @@ def publish(
             files=file_listing(paths),
             gate=gate,
             replaced=replaced,
+            arm=arm,
+            comparison=comparison,
         )
         final = promote(publish_dir, {a.name: path for a, path in paths.items()}, record, version_name(state))
         removed = prune(publish_dir, keep_versions) if keep_versions else []

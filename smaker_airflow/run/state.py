@@ -81,6 +81,7 @@ def plan_for_run(deployed: Plan, overridden: Plan | None = None, targets: dict[s
                 outputs=moved.outputs,
                 log=moved.log,
                 metrics=moved.metrics,
+                predictions=moved.predictions,
             )
         )
     return replace(deployed, jobs=jobs, arm_configs=overridden.arm_configs)

@@ -4,9 +4,12 @@ Snakemake deletes a temp() output when the last job needing it has finished; a
 Snakemake process that runs one job cannot know that, so each job task calls
 ``release`` after its job succeeded. It marks the job done in the run folder
 (``.smaker/done/<task id>``), then deletes each temp file the job wrote or read whose
-readers (of the arms selected for this run) are all marked done. A reader that failed
-is not marked, so the file stays for its retry. Marking before checking makes the
-last of two readers that finish together see both marks (both may delete: harmless).
+readers (of the arms selected for this run) are all marked done (or, in fused execution,
+recorded as succeeded by the fused process: their tasks end without running them). A
+reader that failed is not marked, so the file stays for its retry. A mark counts only when
+it is newer than the file: after a clear, the producer makes the file again and every
+reader must read it again. Marking before checking makes the last of two readers that
+finish together see both marks (both may delete: harmless).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from smaker_airflow.plan.model import Job
+from smaker_airflow.run.fused import SUCCEEDED, jobs_dir, read_json
 from smaker_airflow.run.state import STATE_DIR, RunState
 
 DONE_DIR = "done"
@@ -46,11 +50,37 @@ def release(folder: Path, jobs: Iterable[Job], state: RunState, log: Callable[[s
     deleted = []
     for job in jobs:
         for path, readers in job.temp_readers.items():
+            written = _mtime_ns(folder / path)
+            if written is None:  # gone already (another reader deleted it first)
+                continue
             waiting = [t for t, reader_arms in readers.items() if selected & set(reader_arms)]
-            if all(done_marker(folder, t).exists() for t in waiting) and _delete(folder / path):
+            if all(_done(folder, t, written) for t in waiting) and _delete(folder / path):
                 deleted.append(path)
                 log(f"Deleted temp() file {path}: every job reading it in this run has succeeded.")
     return deleted
+
+
+def _done(folder: Path, task_id: str, written_ns: int) -> bool:
+    """The job of ``task_id`` succeeded in this run since the temp file was written (``written_ns``, its mtime).
+
+    Its own task marked it, or (fused execution) the fused Snakemake process recorded it, when
+    its task ended without running it (run/fused.py). A mark older than the file is from before
+    the file was made again (a cleared producer, found by trying it: its fresh file was deleted
+    at once by the marks of the first pass), so that reader still has to read it.
+    """
+    marks = (done_marker(folder, task_id), jobs_dir(folder) / f"{task_id}.json")
+    mark, record = (_mtime_ns(path) for path in marks)
+    if mark is not None and mark >= written_ns:
+        return True
+    succeeded = (read_json(marks[1]) or {}).get("state") == SUCCEEDED
+    return succeeded and record is not None and record >= written_ns
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def _delete(path: Path) -> bool:

@@ -42,6 +42,7 @@ class _Registry:
     stages: dict[str, Stage] = field(default_factory=dict)
     finals: list[str] = field(default_factory=list)  # output patterns that are workflow targets
     metrics: list[str] = field(default_factory=list)  # final patterns that hold metrics (JSON)
+    predictions: list[str] = field(default_factory=list)  # final patterns of per-example results (CSV)
 
 
 _registry = _Registry()
@@ -62,6 +63,7 @@ def registry_snapshot() -> dict[str, Any]:
         },
         "finals": list(_registry.finals),
         "metrics": list(_registry.metrics),
+        "predictions": list(_registry.predictions),
     }
 
 
@@ -137,6 +139,18 @@ class Stage:
         """A final JSON output of metrics: the quality gate and the A/B comparison read it."""
         path = self.final(filename)
         _registry.metrics.append(path)
+        return path
+
+    def predictions(self, filename: str) -> str:
+        """A final CSV of per-example results, beside the metrics: the A/B comparison's intervals.
+
+        Columns (header row): ``id`` (the example, the same across arms), ``label`` (the
+        true value) and ``prediction`` (the predicted class) and/or ``score`` (the score of
+        the positive class, for ROC AUC, log loss...). With it, run/statistics.py gives each
+        difference to the control arm a paired bootstrap interval and a p-value.
+        """
+        path = self.final(filename)
+        _registry.predictions.append(path)
         return path
 
     def input(self, stage: str, filename: str) -> str:

@@ -125,6 +125,24 @@ def test_validate_warns_about_a_notifier_connection_airflow_does_not_have(tmp_pa
     assert present.returncode == 0 and "team_mail" not in present.stdout, present.stdout
 
 
+def test_validate_warns_about_a_missing_storage_connection(tmp_path: Path) -> None:
+    config = tiny_project(tmp_path / "project")
+    config.write_text(CONFIG + "storage:\n  url: s3://ml-bucket/runs\n  conn_id: ml_s3\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"HOME": str(tmp_path)}
+    missing = subprocess.run(
+        [*CLI, "--project", str(config.parent.parent), "validate"], capture_output=True, text=True, env=env
+    )
+    assert missing.returncode == 0, missing.stderr  # a warning: the connection may be created later
+    out = " ".join(missing.stdout.split())  # rich wraps lines
+    assert "storage.conn_id: connection 'ml_s3' is not in the environment (AIRFLOW_CONN_ML_S3)" in out
+    assert "set storage.conn_id to an existing connection" in out
+    env["AIRFLOW_CONN_ML_S3"] = "aws://key:secret@"
+    present = subprocess.run(
+        [*CLI, "--project", str(config.parent.parent), "validate"], capture_output=True, text=True, env=env
+    )
+    assert present.returncode == 0 and "ml_s3" not in present.stdout, present.stdout
+
+
 def test_the_example_alerts_to_the_task_log_without_any_connection(caplog: pytest.LogCaptureFixture) -> None:
     from smaker_airflow.config import load_config
     from smaker_airflow.deploy.preflight import notifier_connections

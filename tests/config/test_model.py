@@ -19,6 +19,7 @@ from smaker_airflow.config import (
     QualityGate,
     Resources,
     Schedule,
+    Storage,
     load_config,
 )
 from smaker_airflow.config.load import RUNS_ROOT_ENV
@@ -182,6 +183,7 @@ def _properties(schema: dict[str, Any]) -> set[str]:
         ("alerts", Alerts),
         ("quality_gate", QualityGate),
         ("publish", Publish),
+        ("storage", Storage),
     ],
 )
 def test_each_key_of_a_schema_section_is_a_typed_field(section: str, cls: type) -> None:

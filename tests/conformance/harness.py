@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -204,7 +205,27 @@ def native_jobs(case: Case, root: Path) -> tuple[set[JobKey], set[Edge]]:
     tasks = [job for job in jobs if job.outputs]  # `rule all` and other output-less targets are no tasks
     made_by = {path: job.key for job in tasks for path in job.outputs}
     edges = {(made_by[path], job.key) for job in tasks for path in job.inputs if path in made_by}
+    waiting = {job.jobid: job.key for job in tasks if "<TBD>" in job.inputs}
+    if waiting:
+        edges |= _checkpoint_edges(case, root, {job.jobid: job.key for job in tasks}, waiting)
     return {job.key for job in tasks}, edges
+
+
+def _checkpoint_edges(case: Case, root: Path, keys: dict[str, JobKey], waiting: dict[str, JobKey]) -> set[Edge]:
+    """Edges into jobs whose input the dry run shows as <TBD> (an input function waiting for a checkpoint).
+
+    Their upstream jobs come from `--d3dag` (same job ids as the dry run: the same DAG is built).
+    """
+    d3 = snakemake(root, case, "--d3dag", "--forceall")
+    assert d3.returncode == 0, f"--d3dag failed natively:\n{d3.stderr[-4000:]}"
+    graph = json.loads(next(line for line in d3.stdout.splitlines() if line.startswith("{")))
+    jobid = {node["id"]: str(node["value"]["jobid"]) for node in graph["nodes"]}
+    found = set()
+    for edge in graph["edges"]:
+        up, down = jobid[edge["u"]], jobid[edge["v"]]
+        if down in waiting and up in keys:
+            found.add((keys[up], waiting[down]))
+    return found
 
 
 @dataclass(frozen=True)
@@ -212,6 +233,7 @@ class _DryJob:
     key: JobKey
     inputs: list[str]
     outputs: list[str]
+    jobid: str
 
 
 def _dry_run_jobs(text: str) -> list[_DryJob]:
@@ -228,7 +250,7 @@ def _dry_run_jobs(text: str) -> list[_DryJob]:
                 name: [_FLAG.sub("", path) for path in fields[name].split(", ")] if fields.get(name) else []
                 for name in ("input", "output")
             }
-            jobs.append(_DryJob(job_key(rule, dict(pairs)), files["input"], files["output"]))
+            jobs.append(_DryJob(job_key(rule, dict(pairs)), files["input"], files["output"], fields["jobid"]))
 
     for line in text.splitlines():
         header = _RULE_LINE.match(line)

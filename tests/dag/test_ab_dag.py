@@ -13,6 +13,9 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +135,23 @@ def run_note(run: Any) -> str | None:
         return DagRun.find(dag_id=run.dag_id, run_id=run.run_id, session=session)[0].note
 
 
+def fetch(url: str, token: str | None) -> bytes:
+    """GET `url` (with a bearer token, if given) and return the body."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as answer:
+        return bytes(answer.read())
+
+
+def first_table(text: str) -> list[str]:
+    """The lines of the first markdown table of `text` (the arms' metrics; the intervals' table follows)."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("| ")), len(lines))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return [line for line in lines[start:end] if line.startswith("| ")]
+
+
 def table_cells(table: str) -> dict[str, list[str]]:
-    rows = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| ")]
+    rows = [line.strip("|").split("|") for line in first_table(table)]
     return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
 
 
@@ -234,7 +252,10 @@ def test_compare_runs_after_every_final_job_and_only_with_arms() -> None:
         == {"control.evaluate", "forest.evaluate", "strong_reg.evaluate"}
     )
     assert compare.trigger_rule == "all_done"  # runs when arms were skipped (or failed), see compare.py
-    assert compare.retries == 0 and not compare.downstream_task_ids
+    assert compare.retries == 0
+    # `promote:` with `publish:`: the winner is gated and published after the comparison, not the control.
+    assert compare.downstream_task_ids == {"promote"}
+    assert "quality_gate" not in dag.task_dict and "publish" not in dag.task_dict
     # Which files hold metrics it reads at run time from the run's plan (overrides move them).
     assert compare.config_path == str(cfg.path) and compare.runs_root == str(cfg.runs_root)
     daily = load_config(PROJECT / "configs" / "daily_retraining.yaml")
@@ -277,7 +298,7 @@ def test_ab_run_with_an_arm_deselected_and_an_override(airflow_db: Path, project
     assert run.state == "success"
     got = states(run)
     assert got["strong_reg.train"] == got["strong_reg.evaluate"] == "skipped"  # skipped, not failed
-    assert {got[t] for t in got if not t.startswith("strong_reg.")} == {"success"}
+    assert {got[t] for t in got if not t.startswith("strong_reg.") and t != "promote"} == {"success"}
     assert got[COMPARE_TASK] == "success"
 
     folder = run_folder(project, "ab_test")
@@ -300,6 +321,25 @@ def test_ab_run_with_an_arm_deselected_and_an_override(airflow_db: Path, project
     assert summary["table"] == (folder / "comparison" / "comparison.md").read_text()
     assert (folder / "comparison" / "comparison.png").read_bytes().startswith(b"\x89PNG")
     assert_table_matches_files(folder, summary)
+
+    # The example marks its predictions: forest's differences have paired intervals and a verdict.
+    assert plan.job("control.evaluate").predictions == [f"evaluate/train=train_logreg/{control}/predictions.csv"]
+    (forest,) = summary["differences"]
+    intervals = {i["metric"]: i for i in forest["intervals"]}
+    assert intervals["accuracy"]["method"].endswith("McNemar exact test")
+    assert intervals["accuracy"]["low"] <= intervals["accuracy"]["difference"] <= intervals["accuracy"]["high"]
+    assert intervals["roc_auc"]["method"].endswith("paired permutation test")
+    assert intervals["n_test"]["low"] is None  # not computable from predictions: "no interval"
+    assert forest["verdict"] in ("better", "not distinguishable", "worse")
+    assert "**Verdicts** on accuracy" in summary["table"] and "**Verdicts** on accuracy" in summary["note"]
+    # promote: a winner is published with the comparison in its provenance; no winner, nothing is.
+    published = project / "production" / "daily_retraining" / "current"
+    if summary["winner"]:
+        assert got["promote"] == "success"
+        provenance = json.loads((published / "provenance.json").read_text())
+        assert provenance["arm"] == summary["winner"] and provenance["comparison"]["winner"] == summary["winner"]
+    else:
+        assert got["promote"] == "skipped" and not published.exists()
     # The run's note (what the UI shows on the run) holds the table, with the values each arm ran with.
     note = run_note(run)
     assert note == summary["note"] and "Overrides: C=0.5" in note
@@ -430,13 +470,47 @@ def test_run_note_shows_the_comparison_and_follows_a_rerun_of_compare(airflow_se
         "mini_broken.smk": MINI_BROKEN,
     }
     config = MINI_CONFIG.replace("dag_id: mini_ab", "dag_id: noted_ab").replace("workflows/", "workflows/noted_ab/")
-    server.deploy("noted_ab", config, workflows)
-    run_id = server.client.trigger("noted_ab", conf={"arms": ["control", "alt"], "mode": "slow"})["dag_run_id"]
-    assert server.client.wait_for_run("noted_ab", run_id, timeout=300)["state"] == "success"
+    server.deploy("noted_ab", config + "promote:\n  metric: score\n", workflows)
+    # Triggered as a user does: `smaker-airflow trigger --wait` prints the table and the verdicts.
+    client = server.client
+    login = ["--url", client.base_url, "--username", client.username, "--password", client.password]
+    argv = [str(Path(sys.executable).parent / "smaker-airflow"), "--project", str(server.project), "trigger"]
+    argv += ["noted_ab", "--arms", "control,alt", "--set", "mode=slow", "--wait", "--timeout", "300", *login]
+    shown = subprocess.run(argv, capture_output=True, text=True, env=os.environ, timeout=400)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    found = re.search(r"triggered noted_ab run (\S+) state", shown.stdout)
+    assert found, shown.stdout
+    run_id = found[1]
+    assert f"run {run_id} finished: success" in shown.stdout
+    # MINI's fit writes no predictions and one grid point: no interval, so no verdict can be "better".
+    assert "verdict on score: alt alpha=0.5: not distinguishable" in shown.stdout
+    assert "| alt alpha=0.5 | control alpha=0.5 | score |" in shown.stdout and "no interval" in shown.stdout
+    assert "/runs/" in shown.stdout and "/plugin/smaker_ab_comparison" in shown.stdout
     path = f"/api/v2/dags/noted_ab/dagRuns/{run_id}"
     note = server.api("GET", path)["note"]
     assert note.startswith("**A/B comparison**") and "Overrides: mode=slow" in note
     assert "| control alpha=0.5 (control) | alpha=0.5, mode=slow, size=10 | 0.666667 | 10 |" in note
+
+    # The run page's "A/B comparison" tab (dag/run_view.py): the plugin's view and page, behind Airflow's login.
+    views = [v for p in server.api("GET", "/api/v2/plugins")["plugins"] for v in p["external_views"]]
+    assert {"name": "A/B comparison", "destination": "dag_run"}.items() <= next(
+        v for v in views if v["url_route"] == "smaker_ab_comparison"
+    ).items()
+    page_url = f"{server.client.base_url}/smaker/runs/noted_ab/{urllib.parse.quote(run_id, safe='')}"
+    page = fetch(page_url, server.client.token()).decode()
+    assert "<table>" in page and "Is the difference real?" in page and 'src="manual' in page
+    chart = fetch(page_url + "/trend.png", server.client.token())
+    assert chart.startswith(b"\x89PNG")
+    # The note shows the trend chart as a thumbnail (the UI renders a note's images) linking to the tab.
+    thumbnail = re.search(
+        r"\[!\[trend\]\((/smaker/runs/noted_ab/[^)]+/trend\.png)\)\]\((/dags/noted_ab/runs/[^)]+)\)", note
+    )
+    assert thumbnail, note
+    assert fetch(client.base_url + thumbnail[1], client.token()) == chart
+    assert thumbnail[2].endswith("/plugin/smaker_ab_comparison")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        fetch(page_url, None)
+    assert refused.value.code in (401, 403)
 
     # Someone adds a line to the note, and the control arm's metrics change; `compare` is cleared and runs again.
     server.client.set_note("noted_ab", run_id, "Checked by Ann.\n\n" + note)
@@ -455,3 +529,80 @@ def test_run_note_shows_the_comparison_and_follows_a_rerun_of_compare(airflow_se
     note = server.api("GET", path)["note"]
     assert note.startswith("Checked by Ann.\n\n**A/B comparison**") and note.count("**A/B comparison**") == 1
     assert "| control alpha=0.5 (control) | alpha=0.5, mode=slow, size=10 | 0.123 | 10 |" in note
+
+
+PROMO_FIT = """
+from smaker_airflow import Stage
+
+fit = Stage(config, "fit", uses=["seed"])
+
+
+rule RULE:
+    output:
+        metrics=fit.metrics("metrics.json"),
+        model=fit.out("model.txt"),
+    params:
+        seed=fit.param("seed"),
+    run:
+        import json
+
+        with open(output.metrics, "w") as out:
+            json.dump({"score": round(BASE + params.seed / 100, 6)}, out)
+        with open(output.model, "w") as out:
+            out.write("RULE")
+"""
+PROMO_CONFIG = """
+dag_id: promo_ab
+schedule: null
+start_date: 2026-11-01
+workflow:
+  modules:
+    fit: workflows/promo_fit.smk
+params:
+  seed: [1, 2]
+control: control
+variants:
+  control: {}
+  alt:
+    modules:
+      fit: workflows/promo_fit_alt.smk
+promote:
+  metric: score
+  repeats: seed
+quality_gate:
+  min: {score: 0.1}
+publish:
+  to: production/promo
+"""
+
+
+@pytest.mark.slow
+def test_a_winning_arm_is_gated_and_published_with_the_comparison(airflow_db: Path, project: Path) -> None:
+    """Two seeds per arm; alt beats control by 0.2 on each: the repeats say "better", and promote publishes alt."""
+    workflows = {
+        "promo_fit.smk": PROMO_FIT.replace("RULE", "fit").replace("BASE", "0.5"),
+        "promo_fit_alt.smk": PROMO_FIT.replace("RULE", "fit_alt").replace("BASE", "0.7"),
+    }
+    write_project(project, "promo_ab", PROMO_CONFIG, workflows)
+    dag = load_dag(project, "promo_ab")
+    assert "quality_gate" not in dag.task_dict and "publish" not in dag.task_dict  # promote does both
+    run = dag.test(logical_date=None)
+
+    assert run.state == "success"
+    got = states(run)
+    assert got[COMPARE_TASK] == got["promote"] == "success", got
+    summary = xcom(run, COMPARE_TASK)
+    (alt,) = summary["differences"]
+    assert (alt["label"], alt["verdict"], summary["winner"]) == ("alt", "better", "alt")
+    (score,) = alt["intervals"]
+    assert score["method"] == "paired t over 2 repeats" and score["difference"] == pytest.approx(0.2)
+
+    current = project / "production" / "promo" / "current"
+    provenance = json.loads((current / "provenance.json").read_text())
+    assert provenance["arm"] == "alt" and provenance["run_id"] == run.run_id
+    assert provenance["comparison"]["winner"] == "alt"
+    assert provenance["comparison"]["differences"][0]["verdict"] == "better"
+    assert provenance["quality_gate"]["passed"] is True
+    models = sorted(current.rglob("model.txt"))
+    assert len(models) == 2 and {m.read_text() for m in models} == {"fit_alt"}  # the winner's, both seeds
+    assert xcom(run, "promote")["arm"] == "alt"

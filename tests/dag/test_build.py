@@ -72,3 +72,29 @@ def test_config_retries_win_when_higher(project: Path) -> None:
     # Airflow 3.3 keeps the preset as given and runs it as a CronTriggerTimetable.
     assert dag.schedule == "@daily" and dag.timetable.expression == "0 0 * * *"
     assert dag.max_active_runs == 1 and dag.dagrun_timeout == timedelta(minutes=60)
+
+
+def test_every_task_besides_job_tasks_is_reserved(project: Path) -> None:
+    """`prepare` tells job tasks from the tasks the DAG adds by `RESERVED`: a task missing there fails every run.
+
+    (It did: `promote` and `fused_run` were added beside the job-set check, and each run's
+    `prepare` took them for jobs that had vanished.) The A/B example has gate, publish,
+    compare and promote; the daily example in fused mode has `fused_run`.
+    """
+    from smaker_airflow.operators.group import SnakemakeGroupOperator
+    from smaker_airflow.operators.job import SnakemakeJobOperator
+    from smaker_airflow.plan.layout import RESERVED
+
+    _cfg, _plan, ab = ab_dag(project)
+    text = (PROJECT / "configs" / "daily_retraining.yaml").read_text()
+    (project / "configs" / "daily_retraining.yaml").write_text(text + "\nsnakemake:\n  execution: fused\n")
+    cfg = load_config(project / "configs" / "daily_retraining.yaml")
+    fused = build_dag(cfg, load_plan(cfg))
+    added = {
+        task.task_id
+        for dag in (ab, fused)
+        for task in dag.tasks
+        if not isinstance(task, SnakemakeJobOperator | SnakemakeGroupOperator)
+    }
+    assert {"prepare", "quality_gate", "publish", "compare", "promote", "fused_run"} <= added
+    assert added <= set(RESERVED)

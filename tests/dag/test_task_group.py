@@ -30,6 +30,7 @@ def import_dag(dag_file: Path) -> Any:
     return module.dag
 
 
+@pytest.mark.slow
 def test_readme_task_group_runs_between_the_users_tasks(airflow_db: Path, project: Path) -> None:
     shutil.copy(PROJECT / "configs" / "daily_retraining.yaml", project / "configs")
     dag_file = project / "dags" / "nightly_with_my_steps.py"

@@ -252,7 +252,9 @@ def check_workers(tis: list[dict[str, Any]]) -> None:
     """Every task ran on a Celery worker, both workers ran tasks, and some ran at the same time."""
     ran = {ti["task_id"]: ti["hostname"] for ti in tis}
     print("which worker ran what:\n" + "\n".join(f"  {host}: {task}" for task, host in sorted(ran.items())))
-    assert all(ti["state"] == "success" for ti in tis), ran
+    # `promote` ends skipped when no arm is surely better than the control (the example's usual verdict).
+    states = {ti["task_id"]: ti["state"] for ti in tis}
+    assert all(state == "success" or (task, state) == ("promote", "skipped") for task, state in states.items()), states
     workers = {host.split("@")[0] for host in ran.values()}
     assert workers == {"celery-worker-1", "celery-worker-2"}, ran
     spans = sorted((_time(ti["start_date"]), _time(ti["end_date"]), ti["hostname"]) for ti in tis)

@@ -26,6 +26,7 @@ import pytest
 
 from smaker_airflow.deploy.local import PID_FILE, LocalAirflow
 from smaker_airflow.errors import SmakerError
+from smaker_airflow.run import job_server
 from tests.support.net import free_port
 from tests.support.processes import processes_of
 from tests.support.project import PROJECT, load_dag
@@ -64,6 +65,18 @@ def test_env_drops_inherited_airflow_settings(tmp_path: Path, monkeypatch: pytes
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18555/execution/"
 
 
+def test_job_servers_live_under_home_unless_the_user_chose_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(job_server.DIR_ENV, raising=False)
+    project = Path("/srv/ml-project")  # env() creates nothing
+    assert make_local(project).env()[job_server.DIR_ENV] == "/srv/ml-project/.airflow/job-servers"
+    deep = project / ("d" * 70)  # a socket path there would pass the 107 bytes of a Unix socket
+    assert job_server.DIR_ENV not in make_local(deep).env()  # the default folder in <tmp> then
+    monkeypatch.setenv(job_server.DIR_ENV, "/elsewhere")
+    assert make_local(project).env()[job_server.DIR_ENV] == "/elsewhere"
+
+
 def test_airflow_reads_these_settings(tmp_path: Path) -> None:
     """Ask Airflow's own config parser, in the environment the components get."""
     local = make_local(tmp_path, port=18556)
@@ -79,6 +92,7 @@ def test_airflow_reads_these_settings(tmp_path: Path) -> None:
         ("api", "port"),
         ("core", "auth_manager"),
         ("core", "execution_api_server_url"),
+        ("workers", "min_heartbeat_interval"),
     ]
     probe = f"import json; from airflow.configuration import conf; print(json.dumps([conf.get(*k) for k in {keys}]))"
     result = subprocess.run([sys.executable, "-c", probe], env=local.env(), capture_output=True, text=True)
@@ -94,6 +108,7 @@ def test_airflow_reads_these_settings(tmp_path: Path) -> None:
         ("api", "port"): "18556",
         ("core", "auth_manager"): "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         ("core", "execution_api_server_url"): "http://127.0.0.1:18556/execution/",
+        ("workers", "min_heartbeat_interval"): "1",  # the late exit: 1.1 s instead of 5.1 s (docs/deploy.md)
     }
 
 
@@ -189,6 +204,7 @@ def write_pid_file(local: LocalAirflow, procs: dict[str, subprocess.Popen[bytes]
 
 
 # -- import cost: the deploy tooling stays out of DAG files -----------------------
+@pytest.mark.slow
 def test_a_dag_file_never_imports_the_deploy_tooling(project: Path) -> None:
     """Importing a DAG file (dag.loader, operators, the package) leaves deploy/ unimported."""
     load_dag(project, "ab_test")  # builds the plan cache the DAG file then reads

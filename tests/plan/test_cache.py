@@ -27,6 +27,7 @@ from smaker_airflow.plan.model import Plan
 
 PROJECT = Path(__file__).resolve().parents[2]
 WORKERS = 4
+OVERLAPPING_READS = 40  # reads the two readers make while writers still write
 
 # Imports a DAG file the way Airflow does (a module from a path) and reports what it loaded.
 IMPORT_DAG_FILE = """
@@ -321,21 +322,28 @@ def _fake_plan(cfg: DagConfig, jobs: int) -> Plan:
     return Plan(dag_id=cfg.dag_id, arms=["base"], jobs=[job] * jobs, arm_configs={})
 
 
-def _writer(config: str, jobs: int, times: int, start: Any) -> None:
+def _writer(config: str, jobs: int, times: int, start: Any, reads: Any) -> None:
     cfg = load_config(config)
     plan = replace(_fake_plan(cfg, jobs), sources=cache.fingerprint(cache.source_files(cfg)))
     start.wait()
-    for _ in range(times):
+    # At least `times` writes, and on until the readers have read while writes go on: on a
+    # busy machine a reader may be scheduled late, and reads after the writes prove nothing.
+    deadline = time.monotonic() + 120
+    written = 0
+    while written < times or (reads.value < OVERLAPPING_READS and time.monotonic() < deadline):
         cache.write(cfg, plan)
+        written += 1
 
 
-def _reader(config: str, start: Any, stop: Any, found: Any) -> None:
+def _reader(config: str, start: Any, stop: Any, found: Any, reads: Any) -> None:
     cfg = load_config(config)
     start.wait()
     sizes: list[int] = []
-    while not stop.is_set() or len(sizes) < 10:
+    while not stop.is_set():
         plan = cache.read(cfg)
         sizes.append(-1 if plan is None else len(plan.jobs))
+        with reads.get_lock():
+            reads.value += 1
     found.put(sizes)
 
 
@@ -345,9 +353,9 @@ def test_concurrent_writers_never_show_readers_a_partial_file(daily: DagConfig) 
     cache.write(daily, replace(_fake_plan(daily, 499), sources=cache.fingerprint(cache.source_files(daily))))
     context = multiprocessing.get_context("fork")
     start, stop = context.Barrier(WORKERS + 2), context.Event()
-    found = context.Queue()
-    writers = [context.Process(target=_writer, args=(str(daily.path), n, 15, start)) for n in sizes]
-    readers = [context.Process(target=_reader, args=(str(daily.path), start, stop, found)) for _ in range(2)]
+    found, reads = context.Queue(), context.Value("i", 0)
+    writers = [context.Process(target=_writer, args=(str(daily.path), n, 15, start, reads)) for n in sizes]
+    readers = [context.Process(target=_reader, args=(str(daily.path), start, stop, found, reads)) for _ in range(2)]
     for process in writers + readers:
         process.start()
     for process in writers:
@@ -358,9 +366,9 @@ def test_concurrent_writers_never_show_readers_a_partial_file(daily: DagConfig) 
         process.join(10)
 
     assert all(p.exitcode == 0 for p in writers + readers)
-    reads = [size for run in seen for size in run]
-    assert len(reads) > 20
-    assert set(reads) <= {499, *sizes}, "a reader got no plan (None) or a mixed one"
+    assert reads.value >= OVERLAPPING_READS, f"the readers read {reads.value} times while 2 minutes of writes went on"
+    read_sizes = [size for run in seen for size in run]
+    assert set(read_sizes) <= {499, *sizes}, "a reader got no plan (None) or a mixed one"
     final = cache.read(daily)
     assert final is not None and len(final.jobs) in sizes
     assert list((cache.cache_path(daily).parent).glob("*.tmp")) == []

@@ -79,7 +79,8 @@ def test_two_values_of_a_training_parameter_share_ingest_and_preprocess(project:
     assert ingest.outputs == ["ingest/n_samples~300/data.csv"]
     assert all(job.upstream == ["preprocess"] for job in train)
     evaluate = [job for job in plan.jobs if job.rule == "evaluate"]
-    assert all(job.final and job.metrics == job.outputs for job in evaluate)
+    assert all(job.final and job.outputs == [*job.metrics, *job.predictions] for job in evaluate)
+    assert all(job.predictions == [job.metrics[0].replace("metrics.json", "predictions.csv")] for job in evaluate)
     assert {job.task_id for job in train} == {"train__C-0.1", "train__C-1.0"}
 
     snakefile, config = workflow_for(cfg, "base")

@@ -100,6 +100,14 @@ def job(
     )
 
 
+def first_table(text: str) -> list[str]:
+    """The lines of the first markdown table of `text` (the arms' metrics; the intervals' table follows)."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("| ")), len(lines))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return [line for line in lines[start:end] if line.startswith("| ")]
+
+
 def table_cells(table: str) -> dict[str, list[str]]:
     """Row label -> its metric cells, from the markdown table (the parameters column is `parameter_cells`')."""
     return {label: cells[1:] for label, cells in parameter_cells(table).items()}
@@ -107,7 +115,7 @@ def table_cells(table: str) -> dict[str, list[str]]:
 
 def parameter_cells(table: str) -> dict[str, list[str]]:
     """Row label -> all its cells after the label (parameters first), from the markdown table."""
-    rows = [line.strip("|").split("|") for line in table.splitlines() if line.startswith("| ")]
+    rows = [line.strip("|").split("|") for line in first_table(table)]
     return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
 
 

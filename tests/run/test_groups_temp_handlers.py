@@ -316,6 +316,62 @@ def test_a_temp_file_waits_only_for_readers_of_the_selected_arms(project: Path) 
     assert not (folder / "tmp" / "big.txt").exists()
 
 
+def test_a_reader_that_succeeded_in_the_fused_process_counts_as_done(project: Path) -> None:
+    # Fused execution: one reader failed there and ran alone, the other succeeded there (its task
+    # ended without running it, so it marked nothing). Found by trying it: the file was kept.
+    from smaker_airflow.run import fused
+    from smaker_airflow.run.state import RunState
+    from smaker_airflow.run.temp import release
+
+    with_case(project, FIDELITY / "04-temp-shared-input")
+    plan = build_plan(load_config(project / "configs" / "tempshared.yaml"))
+    folder = project / "runs" / "one"
+    (folder / "tmp").mkdir(parents=True)
+    (folder / "tmp" / "big.txt").write_text("a\n")
+    state = RunState("one", "2026-11-30", ["base"], {}, {})
+    readers = {"tmp/big.txt": {"count_lines": ["base"], "to_upper": ["base"]}}
+    count_lines = replace(plan.job("count_lines"), temp_readers=readers)
+    fused.jobs_dir(folder).mkdir(parents=True)
+    fused.write_json(fused.jobs_dir(folder) / "to_upper.json", {"task_id": "to_upper", "state": fused.RUNNING})
+    assert release(folder, [count_lines], state, log=lambda _: None) == []  # to_upper may still read it
+    fused.write_json(fused.jobs_dir(folder) / "to_upper.json", {"task_id": "to_upper", "state": fused.SUCCEEDED})
+    assert release(folder, [count_lines], state, log=lambda _: None) == ["tmp/big.txt"]
+    assert not (folder / "tmp" / "big.txt").exists()
+
+
+def test_a_temp_file_made_again_after_a_clear_waits_for_its_readers_again(project: Path) -> None:
+    # Found by trying it: after a clear, the producer's fresh file was deleted at once, because every
+    # reader's mark from the first pass was still there; its readers then failed on a missing input.
+    import os
+
+    from smaker_airflow.run.state import RunState
+    from smaker_airflow.run.temp import done_marker, release
+
+    with_case(project, FIDELITY / "04-temp-shared-input")
+    plan = build_plan(load_config(project / "configs" / "tempshared.yaml"))
+    folder = project / "runs" / "one"
+    big = folder / "tmp" / "big.txt"
+    big.parent.mkdir(parents=True)
+    state = RunState("one", "2026-11-30", ["base"], {}, {})
+    readers = {"tmp/big.txt": {"count_lines": ["base"], "to_upper": ["base"]}}
+    count_lines, to_upper = (replace(plan.job(t), temp_readers=readers) for t in ("count_lines", "to_upper"))
+    decompress = replace(plan.job("decompress"), temp_readers=readers)
+    quiet = {"log": lambda _: None}
+    big.write_text("a\n")
+    assert release(folder, [count_lines], state, **quiet) == []
+    assert release(folder, [to_upper], state, **quiet) == ["tmp/big.txt"]  # the first pass
+    # The run is cleared: the producer makes the file again, later than both marks.
+    big.write_text("a\n")
+    later = done_marker(folder, "to_upper").stat().st_mtime_ns + 10**9
+    os.utime(big, ns=(later, later))
+    assert release(folder, [decompress], state, **quiet) == []  # both readers must read it again
+    assert big.exists()
+    os.utime(done_marker(folder, "count_lines"), ns=(later + 1, later + 1))  # count_lines read it again
+    assert release(folder, [decompress], state, **quiet) == []
+    os.utime(done_marker(folder, "to_upper"), ns=(later + 1, later + 1))  # and to_upper
+    assert release(folder, [decompress], state, **quiet) == ["tmp/big.txt"]
+
+
 TEMP_LEAVING_A_GROUP = """
 rule all:
     input:

@@ -27,6 +27,7 @@ import pytest
 from smaker_airflow.errors import JobFailed
 from smaker_airflow.run.job_process import (
     RUNNER_MODULE,
+    SERVED_NOTE,
     JobInvocation,
     JobProcess,
     JobProcessFailed,
@@ -65,9 +66,14 @@ def make_invocation(
 
 
 def run_job(inv: JobInvocation, timeout: float | None = 60) -> list[str]:
+    """The job's output lines (without the note that it ran in a fork of the job server)."""
     lines: list[str] = []
     JobProcess(inv, on_line=lines.append).run(timeout=timeout)
-    return lines
+    return own_lines(lines)
+
+
+def own_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if not line.startswith(SERVED_NOTE)]
 
 
 def outputs(workdir: Path) -> set[str]:
@@ -105,7 +111,7 @@ def names(procs: list[psutil.Process]) -> set[str]:
 def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
+        assert time.monotonic() < deadline, f"{condition.__code__.co_qualname} not reached in {seconds} s"
         time.sleep(0.05)
 
 
@@ -136,8 +142,9 @@ def assert_tree_gone(watcher: Watcher) -> None:
     # The tree really had a grandchild (the job's `sleep`), so the check below means something.
     assert "sleep" in watcher.names_seen, watcher.names_seen
     assert watcher.job is not None and watcher.job.pid is not None
-    assert live_members(watcher.job.pid) == []
-    assert [p for p in watcher.members_seen if still_running(p)] == []
+    pgid = watcher.job.pid
+    # A SIGKILLed process is gone once the kernel schedules it: on a busy machine, a moment later.
+    wait_for(lambda: live_members(pgid) == [] and not any(still_running(p) for p in watcher.members_seen))
 
 
 def still_running(proc: psutil.Process) -> bool:
@@ -303,12 +310,22 @@ def test_timeout_stops_the_whole_process_tree(tmp_path: Path, workdir: Path) -> 
 
 def test_kill_from_another_thread_escalates_to_sigkill(tmp_path: Path) -> None:
     # The job ignores SIGTERM, so only the SIGKILL after the grace period stops it.
-    watcher = Watcher("started stubborn", lambda job: threading.Thread(target=job.kill).start())
+    killers: list[threading.Thread] = []
+
+    def kill_from_a_thread(job: JobProcess) -> None:
+        killers.append(threading.Thread(target=job.kill))
+        killers[0].start()
+
+    watcher = Watcher("started stubborn", kill_from_a_thread)
     job = JobProcess(make_invocation(tmp_path, "stubborn:name=k"), on_line=watcher, kill_grace=1)
     watcher.job = job
     start = time.monotonic()
     with pytest.raises(JobFailed, match="was killed"):
         job.run(timeout=60)
+    # run() returns when the session leader died; kill() returns once the whole group is gone
+    # (the job's `sleep` may outlive its parent for a moment after the SIGKILL).
+    killers[0].join(30)
+    assert not killers[0].is_alive(), "kill() did not return within 30 s"
     assert time.monotonic() - start < 20
     assert_tree_gone(watcher)
 
@@ -397,7 +414,9 @@ def test_a_job_runs_through_the_runner_and_says_what_its_rule_runs(tmp_path: Pat
     job.run(timeout=60)
     assert (workdir / "data/a.txt").read_text() == "hello a\n"
     # The rule's shell: template with where it is defined, then Snakemake's own formatted command.
-    assert f"Rule prep ({SNAKEFILE}, line 6) shell: echo '{{config[greeting]}} {{wildcards.sample}}'" in lines[0]
+    assert lines[0].startswith(SERVED_NOTE) == job.served
+    first = own_lines(lines)[0]
+    assert f"Rule prep ({SNAKEFILE}, line 6) shell: echo '{{config[greeting]}} {{wildcards.sample}}'" in first
     assert "Shell command: echo 'hello a' > data/a.txt 2> logs/prep_a.log" in lines
 
 
@@ -425,16 +444,22 @@ def test_runner_and_cli_record_the_same_snakemake_metadata(tmp_path: Path) -> No
     # depend on which of the two ran the job.
     inv = make_invocation(tmp_path, "train:sample=a,C=0.1,n=5", threads=2)
     records = []
-    for argv_of, folder in ((runner_argv, tmp_path / "by-runner"), (snakemake_argv, tmp_path / "by-cli")):
+    for how in ("runner", "cli", "job server"):
+        folder = tmp_path / how.replace(" ", "-")
         (folder / "data").mkdir(parents=True)
         (folder / "data" / "a.txt").write_text("hello a\n")
-        argv = argv_of(replace(inv, workdir=folder))
-        subprocess.run(argv, check=True, capture_output=True, cwd=folder, timeout=120)
+        if how == "job server":
+            job = JobProcess(replace(inv, workdir=folder), on_line=lambda _: None)
+            job.run(timeout=120)
+            assert job.served
+        else:
+            argv = (runner_argv if how == "runner" else snakemake_argv)(replace(inv, workdir=folder))
+            subprocess.run(argv, check=True, capture_output=True, cwd=folder, timeout=120)
         [record] = (folder / ".snakemake" / "metadata").iterdir()
         data = json.loads(record.read_text())
         records.append({k: v for k, v in data.items() if k not in ("job_hash", "starttime", "endtime")})
     assert records[0]["shellcmd"].startswith("(echo threads=2 C=0.1 n=5;")
-    assert records[0] == records[1]
+    assert records[0] == records[1] == records[2]
 
 
 def test_config_args_and_profiles_run_through_the_cli(tmp_path: Path, workdir: Path) -> None:

@@ -1,4 +1,4 @@
-"""A real local Airflow (api-server, scheduler, dag-processor; LocalExecutor) for the system tests.
+"""A real local Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor) for the system tests.
 
 Started once per test session by the `airflow_server` fixture (tests/conftest.py) and shared
 by tests/system/test_faults.py, test_load.py and test_security.py.
@@ -7,11 +7,10 @@ by tests/system/test_faults.py, test_load.py and test_security.py.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import subprocess
 import tempfile
-import urllib.request
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,18 +76,8 @@ class Server:
         self.client.unpause(dag_id)
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
-        """A REST call the client has no method for, sent with the client's token."""
-        request = urllib.request.Request(
-            self.client.base_url + path,
-            method=method,
-            headers={"Authorization": f"Bearer {self.client.token()}", "Accept": "application/json"},
-        )
-        if body is not None:
-            request.data = json.dumps(body).encode()
-            request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-        return json.loads(raw) if raw.strip() else None
+        """A REST call the client has no method for, with the client's token and retries (5xx: a busy SQLite)."""
+        return self.client.call(method, path, body)
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         return list(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"])
@@ -107,6 +96,29 @@ class Server:
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
         return {ti["task_id"]: ti for ti in self.client.task_instances(dag_id, run_id)}
 
+    def failure_report(self, dag_id: str, run_ids: Iterable[str], lines: int = 40) -> str:
+        """Each run's task states, and the last `lines` lines of every try of its unsuccessful tasks.
+
+        For an assertion message: a run that failed in CI must say why without a rerun.
+        """
+        report = []
+        for run_id in run_ids:
+            tis = self.task_instances(dag_id, run_id)
+            report.append(f"== {run_id}: " + ", ".join(f"{t}={ti['state']}" for t, ti in sorted(tis.items())))
+            folder = self.local.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+            for task_id, ti in sorted(tis.items()):
+                if ti["state"] == "success":
+                    continue
+                for log in sorted(folder.glob(f"task_id={task_id}/**/attempt=*.log*")):
+                    tail = log.read_text(errors="replace").splitlines()[-lines:]
+                    report.append(f"-- {log.relative_to(folder)}\n" + "\n".join(tail))
+        return "\n".join(report)
+
+    def mark_failed(self, dag_id: str, run_id: str, task_id: str) -> None:
+        """What a user does in the UI: set a running task instance to failed."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}"
+        self.api("PATCH", path, {"new_state": "failed"})
+
 
 def start_server() -> Server:
     """Start a local Airflow on a free port in a temporary project (30-60 s on a loaded machine)."""
@@ -114,9 +126,11 @@ def start_server() -> Server:
     project = root / "project"
     for sub in ("configs", "workflows", "dags", "gates"):
         (project / sub).mkdir(parents=True)
-    # Four task slots: more than the load test's caps, so that the caps are what binds.
+    # Four task slots: more than the load test's caps, so that the caps are what binds. LocalAirflow
+    # sets [workers] min_heartbeat_interval = 1, as `smaker-airflow up` does: a slot is freed about
+    # 1 s after its task exits instead of up to 5 s (docs/deploy.md, "The 5-second late exit").
     local = LocalAirflow(
-        home=root / ".airflow", dags_folder=project / "dags", port=free_port(), triggerer=False, parallelism=4
+        home=root / ".airflow", dags_folder=project / "dags", port=free_port(), triggerer=True, parallelism=4
     )
     try:
         info = local.up(timeout=300)

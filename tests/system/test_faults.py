@@ -26,8 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -47,6 +45,7 @@ from smaker_airflow.run.job_process import (
     snakemake_argv,
     stop_leftovers,
 )
+from smaker_airflow.run.job_server import SERVER_MODULE
 from tests.support.airflow_server import Server, interval, max_overlap, when
 from tests.support.processes import alive, kill_groups, pgid, processes_in, stop_processes_in, wait_until
 from tests.support.project import PROJECT, SAMPLES, incomplete_markers, load_dag
@@ -61,13 +60,14 @@ SECTION = "## Faults, security and load"
 
 
 def test_docs_name_every_fault_test() -> None:
-    """The section of docs/errors.md and the tests of this file, test_security.py and test_load.py match."""
+    """The section of docs/errors.md and the tests of this file, test_fused_faults.py, test_security.py and
+    test_load.py match."""
     import ast
 
     section = DOCS.read_text(encoding="utf-8").split(SECTION, 1)[1]
     documented = set(re.findall(r"`(test_\w+)`", section))
     tests = set()
-    for name in ("test_faults.py", "test_security.py", "test_load.py"):
+    for name in ("test_faults.py", "test_fused_faults.py", "test_security.py", "test_load.py"):
         tree = ast.parse((Path(__file__).parent / name).read_text(encoding="utf-8"))
         tests |= {
             node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
@@ -424,6 +424,13 @@ def is_job_process(proc: psutil.Process) -> bool:
     return proc.cmdline()[1:3] in (["-m", "snakemake"], ["-m", RUNNER_MODULE])
 
 
+def task_process_of(server: Server, dag_id: str, run_id: str, task_id: str) -> psutil.Process:
+    """A running task's process, by the title Airflow's task runner gives it (`airflow worker -- <ti id>`)."""
+    title = f"airflow worker -- {server.task_instances(dag_id, run_id)[task_id]['id']}"
+    [proc] = [p for p in psutil.process_iter(["cmdline"]) if " ".join(p.info["cmdline"] or []).startswith(title)]
+    return proc
+
+
 def job_tree(folder: Path, name: str) -> list[psutil.Process]:
     """The job's shell (pid in <name>.pid), its Snakemake parent and their process group."""
     shell = psutil.Process(int((folder / f"{name}.pid").read_text()))
@@ -439,12 +446,6 @@ def gone(procs: list[psutil.Process]) -> bool:
     return not any(alive(p.pid) for p in procs)
 
 
-def mark_failed(server: Server, dag_id: str, run_id: str, task_id: str) -> None:
-    """What a user does in the UI: set a running task instance to failed."""
-    path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}"
-    server.api("PATCH", path, {"new_state": "failed"})
-
-
 @pytest.mark.slow
 def test_marked_failed_and_timed_out_tasks_leave_no_process(airflow_server: Server) -> None:
     server = airflow_server
@@ -457,8 +458,8 @@ def test_marked_failed_and_timed_out_tasks_leave_no_process(airflow_server: Serv
         victim, stubborn, overrun = (job_tree(folder, job) for job in jobs)
 
         marked = time.monotonic()
-        mark_failed(server, "stuck", run_id, "victim")
-        mark_failed(server, "stuck", run_id, "stubborn")
+        server.mark_failed("stuck", run_id, "victim")
+        server.mark_failed("stuck", run_id, "stubborn")
         kill_seconds = wait_until(lambda: gone(victim) and gone(stubborn), 90, "the marked tasks' trees to stop")
         assert not gone(overrun)  # only the marked tasks' trees were stopped
 
@@ -518,6 +519,8 @@ def test_task_process_sigkilled_mid_job_retry_stops_the_leftover_and_completes(a
         assert snakemake is not None and is_job_process(snakemake)
         task_process = snakemake.parent()
         assert task_process is not None
+        if SERVER_MODULE in " ".join(task_process.cmdline()):  # a fork of the job server: find the task
+            task_process = task_process_of(server, "runner_kill", run_id, "work")
         os.kill(task_process.pid, signal.SIGKILL)
         killed = time.monotonic()
 
@@ -531,6 +534,59 @@ def test_task_process_sigkilled_mid_job_retry_stops_the_leftover_and_completes(a
         stop_processes_in(folder)
     assert (folder / "work.txt").read_text() == "part2\ndone2\n"
     assert incomplete_markers(folder) == []
+
+
+# The job waits for a gate file, so that it ends, and its task talks to the API server, while
+# the API server is stopped.
+STALL_SNAKEFILE = """
+rule all:
+    input: "done.txt"
+
+rule wait:
+    output: "done.txt"
+    params: gate=config["gate"]
+    shell:
+        "echo started > wait.started; "
+        "for i in $(seq 1 1800); do [ -e {params.gate} ] && break; sleep 0.1; done; "
+        "echo done > {output}"
+"""
+# Longer than Airflow's default patience for a task's calls to the API server (about 55 s: 5
+# tries of 5 s, waits of 1-16 s, airflow/sdk/api/client.py), shorter than the local Airflow's.
+STALL_SECONDS = 75
+
+
+@pytest.mark.slow
+def test_api_server_stalled_past_airflows_default_patience_the_task_still_succeeds(airflow_server: Server) -> None:
+    # What a very busy machine does to one machine's SQLite API server (seen in CI): the job ends
+    # while the API server answers nothing, and the task must still record its success.
+    server = airflow_server
+    gate = server.project / "gates" / "api_stall"
+    config = (
+        "dag_id: api_stall\nschedule: null\nstart_date: 2026-11-01\n"
+        f"workflow:\n  snakefile: workflows/api_stall/api_stall.smk\nconfig:\n  gate: {gate}\n"
+    )
+    server.deploy("api_stall", config, {"api_stall.smk": STALL_SNAKEFILE})
+    run_id = server.client.trigger("api_stall")["dag_run_id"]
+    folder = server.folder("api_stall", run_id)
+    wait_until((folder / "wait.started").exists, 600, "the job to start")
+
+    info = server.local.status()
+    assert info is not None
+    api = psutil.Process(info.pids["api-server"])
+    stopped = [api, *api.children(recursive=True)]
+    for proc in stopped:
+        proc.suspend()
+    try:
+        gate.touch()
+        wait_until((folder / "done.txt").exists, 60, "the job to end while the API server is stopped")
+        time.sleep(STALL_SECONDS)
+    finally:
+        for proc in stopped:
+            proc.resume()
+    run = server.client.wait_for_run("api_stall", run_id, timeout=900, poll=2)
+    tis = server.task_instances("api_stall", run_id)
+    assert run["state"] == "success", server.failure_report("api_stall", [run_id])
+    assert tis["wait"]["try_number"] == 1  # not a retry: the first try waited for the API server
 
 
 SCHEDULER_SNAKEFILE = """

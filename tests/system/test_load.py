@@ -82,7 +82,8 @@ def test_ten_runs_queued_at_once_complete_within_the_caps(airflow_server: Server
     seconds = time.monotonic() - start
 
     assert sorted(r["dag_run_id"] for r in done) == run_ids
-    assert {r["state"] for r in done} == {"success"}, [(r["dag_run_id"], r["state"]) for r in done]
+    failed = [r["dag_run_id"] for r in done if r["state"] != "success"]
+    assert not failed, server.failure_report("load_mini", failed)
     tasks: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run_id in run_ids:
         tasks[run_id] = list(server.task_instances("load_mini", run_id).values())

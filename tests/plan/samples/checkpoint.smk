@@ -1,4 +1,4 @@
-# The jobs after a checkpoint are unknown until it runs: planning must refuse it.
+# The jobs after a checkpoint are unknown until it runs: `part` is not in the DAG before.
 import os
 def agg_input(wildcards):
     out = checkpoints.split.get().output[0]
