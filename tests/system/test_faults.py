@@ -60,14 +60,14 @@ SECTION = "## Faults, security and load"
 
 
 def test_docs_name_every_fault_test() -> None:
-    """The section of docs/errors.md and the tests of this file, test_fused_faults.py, test_security.py and
-    test_load.py match."""
+    """The section of docs/errors.md and the tests of this file, test_fused_faults.py, test_fused_clear.py,
+    test_security.py and test_load.py match."""
     import ast
 
     section = DOCS.read_text(encoding="utf-8").split(SECTION, 1)[1]
     documented = set(re.findall(r"`(test_\w+)`", section))
     tests = set()
-    for name in ("test_faults.py", "test_fused_faults.py", "test_security.py", "test_load.py"):
+    for name in ("test_faults.py", "test_fused_faults.py", "test_fused_clear.py", "test_security.py", "test_load.py"):
         tree = ast.parse((Path(__file__).parent / name).read_text(encoding="utf-8"))
         tests |= {
             node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")

@@ -223,7 +223,7 @@ def check_jobs_ran_alone(server: Server, case: Faulted, native: dict[str, str], 
     no process is left in the run folder and the outputs equal native's."""
     states = {task: ti["state"] for task, ti in case.tis.items()}
     jobs = [*ONES, "victim", "solo", "agg"]
-    assert {states[task] for task in jobs} == {"success"}, states
+    assert {states[task] for task in jobs} == {"success"}, server.failure_report(DAG_ID, [case.run_id])
     for task in jobs:
         ti = case.tis[task]
         assert ti["try_number"] == 1, ti
