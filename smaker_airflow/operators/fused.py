@@ -18,16 +18,17 @@ the same trigger, which resumes it on the worker when the job succeeded.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.sdk import Asset, AssetAlias
 from airflow.triggers.base import StartTriggerArgs
 
 from smaker_airflow.errors import SmakerError
 from smaker_airflow.operators.base import SmakerOperator
-from smaker_airflow.operators.fused_trigger import FusedJobTrigger, success_lines
+from smaker_airflow.operators.fused_trigger import DEFER_GRACE_SECONDS, FusedJobTrigger, success_lines
 from smaker_airflow.operators.group import SnakemakeGroupOperator
 from smaker_airflow.operators.job import SnakemakeJobOperator
 from smaker_airflow.plan.model import Plan
@@ -185,7 +186,7 @@ class FusedJobOperator(SnakemakeJobOperator):
         if try_number > 1:  # a retry runs the job alone, once the fused process is done with it
             if not fused.settled(folder, kwargs["task_ids"]):
                 self.log.info("Try %d: waiting on the triggerer until the fused process is done with it", try_number)
-                self.defer(trigger=FusedJobTrigger(**kwargs), method_name="execute_complete")
+                self._defer(kwargs)
             self.log.info("Running the job alone (as in per-job mode): try %d: a retry runs the job alone", try_number)
             return super().execute(context)
         decision = fused.decide(folder, kwargs["task_ids"], kwargs["upstream"])
@@ -196,9 +197,14 @@ class FusedJobOperator(SnakemakeJobOperator):
                 "Job(s) %s not done yet in the fused Snakemake process: waiting on the triggerer",
                 ", ".join(kwargs["task_ids"]),
             )
-            self.defer(trigger=FusedJobTrigger(**kwargs), method_name="execute_complete")
+            self._defer(kwargs)
         self.log.info("Running the job alone (as in per-job mode): %s", decision.reason)
         return super().execute(context)
+
+    def _defer(self, kwargs: dict[str, Any]) -> NoReturn:
+        """Wait on the triggerer, resumed no sooner than ``DEFER_GRACE_SECONDS`` from now (see there)."""
+        trigger = FusedJobTrigger(**kwargs, not_before=time.time() + DEFER_GRACE_SECONDS)
+        self.defer(trigger=trigger, method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
         """Resumed on a worker by the trigger: end a job that succeeded, or run it alone as per-job mode does."""

@@ -7,6 +7,7 @@ base and the Airflow-free run/fused.py.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,6 +19,12 @@ from smaker_airflow.run.job_process import read_log_tails
 from smaker_airflow.run.state import run_folder
 
 POLL_SECONDS = 0.2  # how often the job files are read: a task ends within this of its job
+# A task that deferred from a worker is not resumed sooner than this after its deferral. Airflow
+# 3.3's scheduler fails a task whose trigger fired before it processed the executor's "success"
+# for the worker's exit after defer() and the task was queued or running again by then ("state
+# mismatch"; apache/airflow#66374 fixed it only for `scheduled`, #72716 is open for `running`).
+# Seen here on a loaded machine: exit 1.0 s and event 1.6 s after the deferral.
+DEFER_GRACE_SECONDS = 5.0
 
 
 class _Location(NamedTuple):
@@ -37,6 +44,8 @@ class FusedJobTrigger(BaseTrigger):
     Otherwise an event ``{"action": "run_alone", "reason": ...}``: the task resumes on a
     worker and runs its job alone, as per-job mode does (a failed job, a job the fused
     process will not run, or any try after the first).
+    ``not_before`` (Unix time, s) is set by a task that deferred from a worker: no event
+    before it (see ``DEFER_GRACE_SECONDS``).
     """
 
     def __init__(
@@ -48,6 +57,7 @@ class FusedJobTrigger(BaseTrigger):
         upstream: list[str],
         finish_on_worker: bool = False,
         poll_seconds: float = POLL_SECONDS,
+        not_before: float | None = None,
     ) -> None:
         super().__init__()
         self.runs_root = runs_root
@@ -56,6 +66,7 @@ class FusedJobTrigger(BaseTrigger):
         self.upstream = list(upstream)
         self.finish_on_worker = finish_on_worker
         self.poll_seconds = poll_seconds
+        self.not_before = not_before
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -67,6 +78,7 @@ class FusedJobTrigger(BaseTrigger):
                 "upstream": self.upstream,
                 "finish_on_worker": self.finish_on_worker,
                 "poll_seconds": self.poll_seconds,
+                "not_before": self.not_before,
             },
         )
 
@@ -84,6 +96,7 @@ class FusedJobTrigger(BaseTrigger):
                     self.log.info("Try %d: waiting until the fused Snakemake process is done with this job", try_number)
                     waited = True
                 await asyncio.sleep(self.poll_seconds)
+            await self._grace()
             yield TriggerEvent({"action": fused.RUN_ALONE, "reason": f"try {try_number}: a retry runs the job alone"})
             return
         seen: dict[str, Any] = {}
@@ -100,17 +113,25 @@ class FusedJobTrigger(BaseTrigger):
                 continue
             if decision.action == fused.SUCCESS and self.finish_on_worker:
                 self.log.info("Job(s) %s succeeded: the task ends on a worker", ", ".join(self.task_ids))
+                await self._grace()
                 yield TriggerEvent({"action": fused.SUCCESS, "task_ids": self.task_ids})
                 return
             if decision.action == fused.SUCCESS:
                 for line in success_lines(folder, decision):
                     self.log.info("%s", line)
                 outputs: list[Any] = [str(path) for s in decision.states for path in s.get("output") or []]
+                await self._grace()
                 yield TaskSuccessEvent(xcoms={"return_value": {"run_folder": str(folder), "outputs": outputs}})
                 return
             self.log.info("Running the job alone on a worker: %s", decision.reason)
+            await self._grace()
             yield TriggerEvent({"action": decision.action, "reason": decision.reason})
             return
+
+    async def _grace(self) -> None:
+        """Wait until ``not_before``, if the task deferred from a worker less than the grace ago."""
+        if self.not_before is not None and (wait := self.not_before - time.time()) > 0:
+            await asyncio.sleep(wait)
 
     def _log_changes(self, decision: fused.Decision, seen: dict[str, Any]) -> None:
         """Log each job's state once when it changes (started, succeeded, failed)."""
