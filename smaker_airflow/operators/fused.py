@@ -11,9 +11,11 @@ A task that *checks first* (``check_first``: dag/fused.py sets it for the one jo
 that needs other job tasks, an aggregate or a step of a chain) starts on a worker instead:
 its job has usually ended in the fused process by the time its upstream tasks have, and
 a worker task ends about 1 s after its upstream, where a start on the triggerer costs
-about 3 s (three of the triggerer's 1-s loops). It reads its job's state once: succeeded,
-it ends at once (its own outlets' events, as in per-job mode); still to run, it defers to
-the same trigger, which resumes it on the worker when the job succeeded.
+about 3 s (three of the triggerer's 1-s loops). It reads its job's state: succeeded, it
+ends at once (its own outlets' events, as in per-job mode); still to run after
+``DEFER_GRACE_SECONDS`` of reading it on the worker, it defers to the same trigger, which
+resumes it on the worker when the job succeeded, no sooner than that grace after the
+deferral (operators/fused_trigger.py says why).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from airflow.triggers.base import StartTriggerArgs
 
 from smaker_airflow.errors import SmakerError
 from smaker_airflow.operators.base import SmakerOperator
-from smaker_airflow.operators.fused_trigger import DEFER_GRACE_SECONDS, FusedJobTrigger, success_lines
+from smaker_airflow.operators.fused_trigger import DEFER_GRACE_SECONDS, POLL_SECONDS, FusedJobTrigger, success_lines
 from smaker_airflow.operators.group import SnakemakeGroupOperator
 from smaker_airflow.operators.job import SnakemakeJobOperator
 from smaker_airflow.plan.model import Plan
@@ -190,12 +192,18 @@ class FusedJobOperator(SnakemakeJobOperator):
             self.log.info("Running the job alone (as in per-job mode): try %d: a retry runs the job alone", try_number)
             return super().execute(context)
         decision = fused.decide(folder, kwargs["task_ids"], kwargs["upstream"])
+        # A job about to end ends its task here: cheaper than a deferral and its grace.
+        deadline = time.monotonic() + DEFER_GRACE_SECONDS
+        while decision.action == fused.WAIT and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+            decision = fused.decide(folder, kwargs["task_ids"], kwargs["upstream"])
         if decision.action == fused.SUCCESS:
             return self._finish_succeeded(context, folder, decision)
         if decision.action == fused.WAIT:
             self.log.info(
-                "Job(s) %s not done yet in the fused Snakemake process: waiting on the triggerer",
+                "Job(s) %s not done yet in the fused Snakemake process: waiting on the triggerer (checked for %g s)",
                 ", ".join(kwargs["task_ids"]),
+                DEFER_GRACE_SECONDS,
             )
             self._defer(kwargs)
         self.log.info("Running the job alone (as in per-job mode): %s", decision.reason)
